@@ -1,0 +1,388 @@
+"""Encoding / decoding of Neuroglancer precomputed chunks.
+
+The central component here is the :class:`ChunkEncoder` base class. Use
+:func:`get_encoder` for instantiating a concrete encoder object.
+
+Chunks are 4-D NumPy arrays indexed (C, Z, Y, X), whose C-order memory is the
+Fortran (x, y, z, c) order in which the format stores voxels.
+"""
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from . import compressed_segmentation
+from .errors import (
+    IncompatibleEncoderError,
+    InvalidFormatError,
+    InvalidInfoError,
+    UnsupportedEncodingError,
+)
+from .info import DATA_TYPES, UNSUPPORTED_ENCODINGS, numpy_dtype
+
+__all__ = [
+    "ChunkEncoder",
+    "RawChunkEncoder",
+    "JpegChunkEncoder",
+    "PngChunkEncoder",
+    "CompressedSegmentationEncoder",
+    "get_encoder",
+    "add_argparse_options",
+    "IncompatibleEncoderError",
+    "InvalidFormatError",
+    "InvalidInfoError",
+    "UnsupportedEncodingError",
+]
+
+# libjpeg and Pillow refuse images with a side above this many pixels.
+_JPEG_MAX_SIDE = 65500
+
+
+def get_encoder(info, scale_info, encoder_options={}):
+    """Create an Encoder object for the provided scale.
+
+    :param dict info: a Neuroglancer info dictionary containing general
+        encoding parameters (``data_type`` and ``num_channels``)
+    :param dict scale_info: an element of ``info["scales"]`` containing
+        scale-specific encoding parameters (``encoding`` and
+        encoding-specific parameters)
+    :param dict encoder_options: extrinsic encoder parameters
+        (``jpeg_quality``, ``jpeg_plane``, ``png_level``); they take
+        precedence over the writer hints stored in ``scale_info``
+    :returns: an instance of a chunk encoder
+    :rtype: ChunkEncoder
+    :raises InvalidInfoError: if the provided info dict is invalid
+    :raises IncompatibleEncoderError: if the encoding cannot store the data
+        type or channel count of ``info``
+    """
+    try:
+        data_type = info["data_type"]
+        num_channels = info["num_channels"]
+        encoding = scale_info["encoding"]
+    except (KeyError, TypeError) as exc:
+        raise InvalidInfoError(f"the info lacks a required member: {exc}") from exc
+    encoder_options = encoder_options or {}
+    if encoding == "raw":
+        return RawChunkEncoder(data_type, num_channels)
+    if encoding == "jpeg":
+        quality = _option(encoder_options, "jpeg_quality", scale_info.get("jpeg_quality", 95))
+        plane = _option(encoder_options, "jpeg_plane", "xy")
+        return JpegChunkEncoder(data_type, num_channels, jpeg_quality=quality,
+                                jpeg_plane=plane)
+    if encoding == "png":
+        level = _option(encoder_options, "png_level", scale_info.get("png_level", 6))
+        return PngChunkEncoder(data_type, num_channels, png_level=level)
+    if encoding == "compressed_segmentation":
+        try:
+            block_size = scale_info["compressed_segmentation_block_size"]
+        except KeyError:
+            raise InvalidInfoError(
+                "a compressed_segmentation scale needs "
+                "'compressed_segmentation_block_size'") from None
+        return CompressedSegmentationEncoder(data_type, num_channels, block_size)
+    if encoding in UNSUPPORTED_ENCODINGS:
+        raise UnsupportedEncodingError(
+            f"the {encoding!r} encoding is valid but not supported by napari-precomputed")
+    raise InvalidInfoError(f"invalid encoding {encoding!r}")
+
+
+def _option(options, name, default):
+    value = options.get(name)
+    return default if value is None else value
+
+
+def add_argparse_options(parser, allow_lossy=False):
+    """Add command-line options for chunk encoding.
+
+    :param argparse.ArgumentParser parser: an argument parser
+    :param bool allow_lossy: whether to offer the options of lossy encodings
+
+    The extrinsic encoder parameters can be obtained from command-line
+    arguments with :func:`add_argparse_options` and passed to
+    :func:`get_encoder`::
+
+        import argparse
+        parser = argparse.ArgumentParser()
+        add_argparse_options(parser)
+        args = parser.parse_args()
+        get_encoder(info, scale_info, vars(args))
+    """
+    group = parser.add_argument_group("Options for chunk encoding")
+    group.add_argument("--png-level", type=int, default=None, choices=range(10),
+                       metavar="0-9",
+                       help="zlib compression level of PNG chunks (default: the "
+                       "scale's png_level, else 6)")
+    if allow_lossy:
+        group.add_argument("--jpeg-quality", type=int, default=95, metavar="Q",
+                           help="JPEG quality, from 1 (smallest files) to 100; "
+                           "above 95 files grow fast for little gain (default: 95)")
+        group.add_argument("--jpeg-plane", choices=("xy", "xz"), default="xy",
+                           help="image plane in which JPEG compresses a chunk; its "
+                           "artefacts appear in that plane (default: xy)")
+
+
+def _check_chunk(chunk, num_channels, dtype):
+    chunk = np.asarray(chunk)
+    if chunk.ndim != 4 or chunk.shape[0] != num_channels:
+        raise ValueError(
+            f"a chunk must be a 4-D (C, Z, Y, X) array with C = {num_channels}, "
+            f"got shape {chunk.shape}")
+    if chunk.dtype != dtype:
+        if not np.can_cast(chunk.dtype, dtype, "safe"):
+            raise IncompatibleEncoderError(
+                f"cannot store {chunk.dtype} voxels as {dtype.name} without loss")
+        chunk = chunk.astype(dtype)
+    return chunk
+
+
+class ChunkEncoder:
+    """Encode/decode chunks from NumPy arrays to byte buffers.
+
+    :param str data_type: data type supported by Neuroglancer
+    :param int num_channels: number of image channels
+    :raises IncompatibleEncoderError: if data_type is not a precomputed type
+        or num_channels is not a positive integer
+    """
+
+    #: True if this encoder is lossy.
+    lossy = False
+    #: MIME type of the encoded chunk.
+    mime_type = "application/octet-stream"
+
+    def __init__(self, data_type, num_channels):
+        if data_type not in DATA_TYPES:
+            raise IncompatibleEncoderError(
+                f"{data_type!r} is not a precomputed data type ({', '.join(DATA_TYPES)})")
+        if type(num_channels) is bool or int(num_channels) != num_channels \
+                or num_channels < 1:
+            raise IncompatibleEncoderError(f"invalid number of channels {num_channels!r}")
+        self.data_type = data_type
+        self.num_channels = int(num_channels)
+        self.dtype = numpy_dtype(data_type)
+
+    def encode(self, chunk):
+        """Encode a chunk from a NumPy array into bytes.
+
+        :param numpy.ndarray chunk: array with four dimensions (C, Z, Y, X)
+        :returns: encoded chunk
+        :rtype: bytes
+        """
+        raise NotImplementedError
+
+    def decode(self, buf, chunk_size):
+        """Decode a chunk from bytes into a NumPy array.
+
+        :param bytes buf: encoded chunk
+        :param tuple chunk_size: the 3-D size of the chunk (X, Y, Z)
+        :returns: chunk contained in a 4-D NumPy array (C, Z, Y, X)
+        :rtype: numpy.ndarray
+        :raises InvalidFormatError: if the chunk data cannot be decoded properly
+        """
+        raise NotImplementedError
+
+    def _shape(self, chunk_size):
+        x, y, z = (int(v) for v in chunk_size)
+        return (self.num_channels, z, y, x)
+
+
+class RawChunkEncoder(ChunkEncoder):
+    """Codec for the Neuroglancer raw chunk format.
+
+    :param str data_type: data type supported by Neuroglancer
+    :param int num_channels: number of image channels
+    """
+
+    def encode(self, chunk):
+        chunk = _check_chunk(chunk, self.num_channels, self.dtype)
+        return np.ascontiguousarray(chunk, dtype=self.dtype).tobytes()
+
+    def decode(self, buf, chunk_size):
+        shape = self._shape(chunk_size)
+        expected = int(np.prod(shape)) * self.dtype.itemsize
+        if len(buf) != expected:
+            raise InvalidFormatError(
+                f"raw chunk is {len(buf)} bytes long, expected {expected} for "
+                f"{self.num_channels} channel(s) of {self.data_type} and size "
+                f"{tuple(chunk_size)}")
+        return np.frombuffer(buf, dtype=self.dtype).reshape(shape).astype(
+            self.dtype.newbyteorder("="), copy=False)
+
+
+class _ImageChunkEncoder(ChunkEncoder):
+    """Shared logic of the encodings that store a chunk as one 2-D image."""
+
+    _format = None
+    _modes = {}
+
+    def _image_array(self, chunk, plane="xy"):
+        c, z, y, x = chunk.shape
+        height, width = (z * y, x) if plane == "xy" else (z, y * x)
+        pixels = np.ascontiguousarray(chunk.transpose(1, 2, 3, 0)).reshape(height, width, c)
+        return pixels[:, :, 0] if c == 1 else pixels
+
+    def _open_image(self, buf, chunk_size):
+        what = f"{self._format} chunk of size {tuple(chunk_size)}"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(buf), formats=[self._format])
+                # Check the area before decoding, so that a corrupt header
+                # cannot make us decode something enormous.
+                width, height = img.size
+                expected = int(np.prod(chunk_size))
+                if width * height != expected:
+                    raise InvalidFormatError(
+                        f"{what}: the image is {width}x{height} = {width * height} "
+                        f"pixels, expected {expected}")
+                img.load()
+        except InvalidFormatError:
+            raise
+        except Exception as exc:  # Pillow raises many kinds for corrupt data
+            raise InvalidFormatError(f"{what} cannot be decoded: {exc}") from exc
+        accepted = self._modes.get(img.mode)
+        if accepted is None:
+            raise InvalidFormatError(
+                f"{what}: image mode {img.mode!r} does not hold {self.num_channels} "
+                f"channel(s) of {self.data_type}")
+        return img
+
+    def _pixels_to_chunk(self, img, chunk_size):
+        pixels = np.asarray(img)
+        if pixels.dtype != self.dtype:
+            pixels = pixels.astype(self.dtype)
+        x, y, z = (int(v) for v in chunk_size)
+        if self.num_channels == 1:
+            return pixels.reshape(1, z, y, x)
+        return np.ascontiguousarray(
+            pixels.reshape(-1, self.num_channels).T).reshape(self.num_channels, z, y, x)
+
+
+class JpegChunkEncoder(_ImageChunkEncoder):
+    """Codec for the Neuroglancer jpeg chunk format.
+
+    :param str data_type: data type supported by Neuroglancer
+    :param int num_channels: number of image channels
+    :param int jpeg_quality: quality factor for JPEG compression (1 to 100)
+    :param str jpeg_plane: plane of JPEG compression ("xy" or "xz")
+    :raises IncompatibleEncoderError: if data_type or num_channels are
+        unsupported
+    :raises ValueError: if jpeg_quality or jpeg_plane is out of range
+    """
+
+    lossy = True
+    mime_type = "image/jpeg"
+    _format = "JPEG"
+
+    def __init__(self, data_type, num_channels, jpeg_quality=95, jpeg_plane="xy"):
+        super().__init__(data_type, num_channels)
+        if data_type != "uint8" or self.num_channels not in (1, 3):
+            raise IncompatibleEncoderError(
+                "the jpeg encoding stores uint8 data with 1 or 3 channels, not "
+                f"{self.num_channels} channel(s) of {data_type}")
+        if type(jpeg_quality) is bool or int(jpeg_quality) != jpeg_quality \
+                or not 1 <= jpeg_quality <= 100:
+            raise ValueError(f"JPEG quality must be an integer from 1 to 100, not "
+                             f"{jpeg_quality!r}")
+        if jpeg_plane not in ("xy", "xz"):
+            raise ValueError(f"JPEG plane must be 'xy' or 'xz', not {jpeg_plane!r}")
+        self.jpeg_quality = int(jpeg_quality)
+        self.jpeg_plane = jpeg_plane
+        self._modes = {"L": 1} if self.num_channels == 1 else {"RGB": 3}
+
+    def encode(self, chunk):
+        chunk = _check_chunk(chunk, self.num_channels, self.dtype)
+        pixels = self._image_array(chunk, self.jpeg_plane)
+        if max(pixels.shape[:2]) > _JPEG_MAX_SIDE:
+            raise IncompatibleEncoderError(
+                f"a chunk of shape (C, Z, Y, X) {chunk.shape} makes a "
+                f"{pixels.shape[1]}x{pixels.shape[0]} JPEG image; JPEG allows at most "
+                f"{_JPEG_MAX_SIDE} pixels per side (use smaller chunks)")
+        out = io.BytesIO()
+        # 4:4:4 avoids colour bleeding across the z-slices tiled in one image.
+        Image.fromarray(pixels).save(out, format="JPEG", quality=self.jpeg_quality,
+                                     subsampling=0)
+        return out.getvalue()
+
+    def decode(self, buf, chunk_size):
+        img = self._open_image(buf, chunk_size)
+        return self._pixels_to_chunk(img, chunk_size)
+
+
+class PngChunkEncoder(_ImageChunkEncoder):
+    """Codec for the Neuroglancer png chunk format (lossless).
+
+    :param str data_type: ``uint8`` (1 to 4 channels) or ``uint16`` (1 channel)
+    :param int num_channels: number of image channels
+    :param int png_level: zlib compression level, 0 to 9
+    :raises IncompatibleEncoderError: if data_type or num_channels are
+        unsupported
+    """
+
+    mime_type = "image/png"
+    _format = "PNG"
+
+    def __init__(self, data_type, num_channels, png_level=6):
+        super().__init__(data_type, num_channels)
+        if data_type == "uint8" and 1 <= self.num_channels <= 4:
+            self._modes = {{1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[self.num_channels]: 1}
+        elif data_type == "uint16" and self.num_channels == 1:
+            self._modes = {"I;16": 1, "I;16B": 1, "I;16L": 1}
+        elif data_type == "uint16" and self.num_channels <= 4:
+            # Pillow silently drops 16-bit multi-channel PNGs to 8 bits.
+            raise IncompatibleEncoderError(
+                "16-bit PNG with several channels is not supported (Pillow reduces "
+                "it to 8 bits); use raw encoding")
+        else:
+            raise IncompatibleEncoderError(
+                "the png encoding stores uint8 or uint16 data with 1 to 4 channels, "
+                f"not {self.num_channels} channel(s) of {data_type}")
+        if type(png_level) is bool or int(png_level) != png_level \
+                or not 0 <= png_level <= 9:
+            raise ValueError(f"PNG level must be an integer from 0 to 9, not {png_level!r}")
+        self.png_level = int(png_level)
+
+    def encode(self, chunk):
+        chunk = _check_chunk(chunk, self.num_channels, self.dtype)
+        pixels = self._image_array(chunk.astype(self.dtype.newbyteorder("="), copy=False))
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, format="PNG", compress_level=self.png_level)
+        return out.getvalue()
+
+    def decode(self, buf, chunk_size):
+        img = self._open_image(buf, chunk_size)
+        return self._pixels_to_chunk(img, chunk_size)
+
+
+class CompressedSegmentationEncoder(ChunkEncoder):
+    """Codec for the Neuroglancer compressed_segmentation chunk format.
+
+    :param str data_type: data type supported by Neuroglancer
+    :param int num_channels: number of image channels
+    :param list block_size: block_size for the compressed segmentation
+        compression algorithm, (Bx, By, Bz)
+    :raises IncompatibleEncoderError: if data_type or num_channels are
+        unsupported
+    """
+
+    def __init__(self, data_type, num_channels, block_size):
+        super().__init__(data_type, num_channels)
+        if data_type not in ("uint32", "uint64"):
+            raise IncompatibleEncoderError(
+                f"compressed_segmentation stores uint32 or uint64, not {data_type}")
+        try:
+            block_size = tuple(int(b) for b in block_size)
+        except (TypeError, ValueError):
+            raise IncompatibleEncoderError(f"invalid block size {block_size!r}") from None
+        if len(block_size) != 3 or min(block_size) < 1:
+            raise IncompatibleEncoderError(f"invalid block size {block_size!r}")
+        self.block_size = block_size
+
+    def encode(self, chunk):
+        chunk = _check_chunk(chunk, self.num_channels, self.dtype)
+        return compressed_segmentation.encode(chunk, self.block_size)
+
+    def decode(self, buf, chunk_size):
+        return compressed_segmentation.decode(buf, chunk_size, self.num_channels,
+                                              self.data_type, self.block_size)

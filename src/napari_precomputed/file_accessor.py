@@ -1,0 +1,179 @@
+"""Access to a precomputed dataset stored in a local folder."""
+
+import gzip
+import os
+import pathlib
+import tempfile
+import zlib
+
+from .accessor import Accessor
+from .errors import ChunkNotFoundError, DataAccessError
+from .info import chunk_name, nested_chunk_name, resolve_scale_key
+
+__all__ = ["FileAccessor"]
+
+# A gzip'd chunk file is never allowed to inflate beyond this (a 512^3 uint64
+# chunk is 1 GiB); the cap defuses gzip bombs.
+MAX_INFLATED_BYTES = 2**30 + 1
+
+
+class FileAccessor(Accessor):
+    """Access a precomputed dataset in a local folder.
+
+    Chunks are written with the format's flat names
+    (``<key>/<xmin>-<xmax>_<ymin>-<ymax>_<zmin>-<zmax>``). For reading,
+    the ``.gz`` files and the nested layout
+    (``<key>/<xmin>-<xmax>/<ymin>-<ymax>/<zmin>-<zmax>``) written by
+    neuroglancer-scripts and cloud-volume are found too.
+
+    Every file is written to a temporary name in its final folder and renamed
+    into place, so a killed writer never leaves a torn file behind.
+
+    :param str base_dir: path to the dataset's folder
+    :param bool flat: write chunks with flat names (the format's); False
+        writes neuroglancer-scripts' nested layout
+    :param bool gzip: compress raw and compressed_segmentation chunks as
+        ``<name>.gz`` files (not readable by Neuroglancer or TensorStore
+        without a server that sends them with Content-Encoding)
+    :param int compresslevel: gzip level, 1 to 9
+    """
+
+    can_read = True
+    can_write = True
+
+    def __init__(self, base_dir, flat=True, gzip=False, compresslevel=9):
+        self.base_path = pathlib.Path(base_dir)
+        self.flat = flat
+        self.gzip = gzip
+        self.compresslevel = compresslevel
+
+    def __repr__(self):
+        return f"FileAccessor({str(self.base_path)!r})"
+
+    def describe(self, relative_path=""):
+        return str(self.base_path / relative_path) if relative_path else str(self.base_path)
+
+    def _path(self, relative_path):
+        return self.base_path / resolve_scale_key(relative_path)
+
+    # files -----------------------------------------------------------------
+
+    def file_exists(self, relative_path):
+        path = self._path(relative_path)
+        try:
+            return path.is_file() or path.with_name(path.name + ".gz").is_file()
+        except OSError as exc:
+            raise DataAccessError(f"cannot probe {path}: {exc}") from exc
+
+    def fetch_file(self, relative_path):
+        path = self._path(relative_path)
+        buf = self._read_first(path, path.with_name(path.name + ".gz"))
+        if buf is None:
+            raise DataAccessError(f"{path} does not exist")
+        return buf
+
+    def store_file(self, relative_path, buf, mime_type="application/octet-stream",
+                   overwrite=False):
+        path = self._path(relative_path)
+        if not overwrite and (path.exists() or path.with_name(path.name + ".gz").exists()):
+            raise DataAccessError(f"{path} already exists (not overwriting it)")
+        self._write_atomically(path, buf)
+
+    # chunks ----------------------------------------------------------------
+
+    def _chunk_paths(self, key, chunk_coords):
+        scale_dir = self._path(key)
+        return (scale_dir / chunk_name(chunk_coords),
+                scale_dir / nested_chunk_name(chunk_coords))
+
+    def fetch_chunk(self, key, chunk_coords):
+        flat, nested = self._chunk_paths(key, chunk_coords)
+        for path in (flat, nested):
+            buf = self._read_first(path, path.with_name(path.name + ".gz"))
+            if buf is not None:
+                return buf
+        raise ChunkNotFoundError(
+            f"chunk {chunk_name(chunk_coords)} of scale {key!r} is not stored in "
+            f"{self.base_path}")
+
+    def store_chunk(self, buf, key, chunk_coords, mime_type="application/octet-stream",
+                    overwrite=True):
+        flat, nested = self._chunk_paths(key, chunk_coords)
+        path = flat if self.flat else nested
+        # Images are compressed already; gzip only helps raw-like data.
+        compress = self.gzip and not mime_type.startswith("image/")
+        target = path.with_name(path.name + ".gz") if compress else path
+        others = [p for p in (flat, nested) for p in (p, p.with_name(p.name + ".gz"))
+                  if p != target]
+        if not overwrite and (target.exists() or any(p.exists() for p in others)):
+            raise DataAccessError(f"chunk file {target} already exists (not overwriting it)")
+        if compress:
+            buf = gzip.compress(buf, compresslevel=self.compresslevel, mtime=0)
+        self._write_atomically(target, buf)
+        # Never leave two variants of one chunk: readers would pick the stale one.
+        for other in others:
+            try:
+                other.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise DataAccessError(f"cannot remove stale chunk file {other}: {exc}") \
+                    from exc
+
+    # helpers ---------------------------------------------------------------
+
+    def _read_first(self, path, gz_path):
+        """Contents of ``path``, else the inflated ``gz_path``, else None."""
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            raise DataAccessError(f"cannot read {path}: {exc}") from exc
+        try:
+            with open(gz_path, "rb") as f:
+                compressed = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise DataAccessError(f"cannot read {gz_path}: {exc}") from exc
+        return _gunzip(compressed, gz_path)
+
+    def _write_atomically(self, path, buf):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
+                                            dir=path.parent)
+        except OSError as exc:
+            raise DataAccessError(f"cannot create {path}: {exc}") from exc
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buf)
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, path)
+        except BaseException as exc:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise DataAccessError(f"cannot write {path}: {exc}") from exc
+            raise
+
+
+def _gunzip(compressed, path):
+    if compressed[:2] != b"\x1f\x8b":
+        raise DataAccessError(f"{path} is not a gzip file")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(compressed, MAX_INFLATED_BYTES)
+        if inflater.unconsumed_tail:
+            raise DataAccessError(
+                f"{path} inflates to more than {MAX_INFLATED_BYTES - 1} bytes")
+        out += inflater.flush()
+    except zlib.error as exc:
+        raise DataAccessError(f"{path} is a corrupt gzip file: {exc}") from exc
+    if not inflater.eof:
+        raise DataAccessError(f"{path} is a truncated gzip file")
+    return out

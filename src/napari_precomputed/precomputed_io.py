@@ -1,0 +1,233 @@
+"""High-level access to Neuroglancer pre-computed datasets.
+
+The central component here is the :class:`PrecomputedIO` base class. Use
+:func:`get_IO_for_existing_dataset` or :func:`get_IO_for_new_dataset` for
+instantiating a concrete accessor object.
+"""
+
+import json
+
+import numpy as np
+
+from .chunk_encoding import get_encoder
+from .errors import InvalidChunkCoordsError, InvalidFormatError
+from .info import chunk_name, chunk_shape, parse_info, validate_info
+
+__all__ = [
+    "PrecomputedIO",
+    "get_IO_for_existing_dataset",
+    "get_IO_for_new_dataset",
+]
+
+
+def get_IO_for_existing_dataset(accessor, encoder_options={}):
+    """Create an object for accessing a pyramid with an existing info.
+
+    :param Accessor accessor: a low-level accessor
+    :param dict encoder_options: extrinsic encoder options
+    :rtype: PrecomputedIO
+    :raises DataAccessError: if the info file cannot be retrieved
+    :raises InvalidInfoError: if the info file is not valid JSON or not a
+        valid precomputed volume info
+    """
+    describe = getattr(accessor, "describe", None)
+    source = describe("info") if describe else "info"
+    info = parse_info(accessor.fetch_file("info"), source=source)
+    return PrecomputedIO(info, accessor, encoder_options=encoder_options)
+
+
+def get_IO_for_new_dataset(info, accessor, overwrite_info=False, encoder_options={}):
+    """Create a new pyramid and store the provided info.
+
+    :param dict info: the info of the new pyramid
+    :param Accessor accessor: a low-level accessor
+    :param bool overwrite_info: whether to replace an existing info file
+    :param dict encoder_options: extrinsic encoder options
+    :rtype: PrecomputedIO
+    :raises DataAccessError: if the info file cannot be stored, or exists and
+        ``overwrite_info`` is False
+    :raises InvalidInfoError: if the info is not a valid precomputed volume
+        info
+    :raises IncompatibleEncoderError: if a scale's encoding cannot store the
+        data type or channel count
+    """
+    validate_info(info)
+    if "@type" not in info:
+        info = {"@type": "neuroglancer_multiscale_volume", **info}
+    # Build the encoders before writing anything, so that a bad combination
+    # does not leave an info file behind.
+    io = PrecomputedIO(info, accessor, encoder_options=encoder_options)
+    accessor.store_file("info", json.dumps(info, indent=2).encode("utf-8"),
+                        mime_type="application/json", overwrite=overwrite_info)
+    return io
+
+
+class PrecomputedIO:
+    """Object for high-level access to a Neuroglancer precomputed dataset.
+
+    An object of this class provides access to chunk data in terms of NumPy
+    arrays. It handles the reading/writing of files through the provided
+    accessor, as well as the encoding/decoding of chunks.
+
+    The structure of the dataset (info) is stored in the PrecomputedIO
+    instance and must not change during its lifetime. If you need to change
+    the info of a dataset, use :func:`get_IO_for_new_dataset` to store the new
+    info and create a new PrecomputedIO object.
+
+    :param dict info: description of the dataset's structure (see
+        :ref:`The Neuroglancer info file`)
+    :param Accessor accessor: an object providing low-level access to the
+        dataset's files
+    :param dict encoder_options: extrinsic encoder options (see
+        :func:`~napari_precomputed.chunk_encoding.get_encoder`)
+    :raises InvalidInfoError: if a scale's encoding is unknown
+    """
+
+    def __init__(self, info, accessor, encoder_options={}):
+        self._info = info
+        self.accessor = accessor
+        self._scales = {}
+        self._encoders = {}
+        for scale_info in info["scales"]:
+            key = scale_info["key"]
+            self._scales[key] = scale_info
+            self._encoders[key] = get_encoder(info, scale_info, encoder_options)
+
+    @property
+    def info(self):
+        """The precomputed dataset's info dictionary."""
+        return self._info
+
+    def scale_info(self, scale_key):
+        """The info for a given scale.
+
+        :param str scale_key: the key property of the chosen scale.
+        :return: ``info["scales"][i]`` where
+            ``info["scales"][i]["key"] == scale_key``
+        :rtype: dict
+        :raises KeyError: if the scale_key is not a valid scale of this dataset
+        """
+        return self._scales[scale_key]
+
+    def scale_is_lossy(self, scale_key):
+        """Test if the scale is using a lossy encoding.
+
+        :param str scale_key: the key attribute of the scale
+        :returns: True if the scale is using a lossy encoding
+        :rtype: bool
+        :raises KeyError: if the scale_key is not a valid scale of this dataset
+        """
+        return self._encoders[scale_key].lossy
+
+    def encoder(self, scale_key):
+        """The :class:`~napari_precomputed.chunk_encoding.ChunkEncoder` of a scale.
+
+        :raises KeyError: if the scale_key is not a valid scale of this dataset
+        """
+        return self._encoders[scale_key]
+
+    def validate_chunk_coords(self, scale_key, chunk_coords):
+        """Validate the coordinates of a chunk.
+
+        The coordinates must lie on the grid of one of the scale's chunk
+        sizes, anchored at ``voxel_offset``, and be clipped to the scale's
+        extent exactly as the chunk files are named.
+
+        :param str scale_key: the key attribute of the scale
+        :param tuple chunk_coords: (xmin, xmax, ymin, ymax, zmin, zmax)
+        :returns: True if the chunk coordinates are valid according to the
+            dataset's info
+        :rtype: bool
+        """
+        scale_info = self._scales.get(scale_key)
+        if scale_info is None:
+            return False
+        try:
+            coords = [int(c) for c in chunk_coords]
+        except (TypeError, ValueError):
+            return False
+        if len(coords) != 6 or any(c != o for c, o in zip(coords, chunk_coords)):
+            return False
+        offset = scale_info.get("voxel_offset", (0, 0, 0))
+        size = scale_info["size"]
+        for chunk_size in scale_info["chunk_sizes"]:
+            for axis in range(3):
+                lo, hi = coords[2 * axis], coords[2 * axis + 1]
+                o, s, c = int(offset[axis]), int(size[axis]), int(chunk_size[axis])
+                if (lo - o) % c or not o <= lo < o + s or hi != min(lo + c, o + s):
+                    break
+            else:
+                return True
+        return False
+
+    def _check_coords(self, scale_key, chunk_coords):
+        if scale_key not in self._scales:
+            raise KeyError(f"{scale_key!r} is not a scale of this dataset")
+        if not self.validate_chunk_coords(scale_key, chunk_coords):
+            raise InvalidChunkCoordsError(
+                f"chunk coordinates {tuple(chunk_coords)} do not match the chunk grid "
+                f"of scale {scale_key!r}")
+
+    def read_chunk(self, scale_key, chunk_coords):
+        """Read a chunk from the dataset.
+
+        The chunk coordinates must be compatible with the dataset's info. This
+        can be checked with :meth:`validate_chunk_coords`.
+
+        :param str scale_key: the key attribute of the scale
+        :param tuple chunk_coords: the chunk coordinates
+            (xmin, xmax, ymin, ymax, zmin, zmax)
+        :returns: chunk data contained in a 4-D NumPy array (C, Z, Y, X)
+        :rtype: numpy.ndarray
+        :raises DataAccessError: if the chunk's file cannot be accessed
+            (:class:`~napari_precomputed.errors.ChunkNotFoundError` if it is
+            not stored at all)
+        :raises InvalidFormatError: if the chunk cannot be decoded, naming it
+        :raises AssertionError: if the chunk coordinates are incompatible with
+            the dataset's info
+        """
+        self._check_coords(scale_key, chunk_coords)
+        buf = self.accessor.fetch_chunk(scale_key, chunk_coords)
+        return self.decode_chunk(buf, scale_key, chunk_coords)
+
+    def decode_chunk(self, buf, scale_key, chunk_coords):
+        """Decode the bytes of a chunk fetched separately (e.g. concurrently).
+
+        :raises InvalidFormatError: if the chunk cannot be decoded, naming it
+        """
+        try:
+            return self._encoders[scale_key].decode(buf, chunk_shape(chunk_coords))
+        except InvalidFormatError as exc:
+            where = f"{scale_key}/{chunk_name(chunk_coords)}"
+            describe = getattr(self.accessor, "describe", None)
+            if describe is not None:
+                where = describe(where)
+            raise InvalidFormatError(f"chunk {where}: {exc}") from exc
+
+    def write_chunk(self, chunk, scale_key, chunk_coords):
+        """Write a chunk into the dataset.
+
+        The chunk coordinates must be compatible with the dataset's info. This
+        can be checked with :meth:`validate_chunk_coords`.
+
+        :param numpy.ndarray chunk: chunk data contained in a 4-D NumPy array
+            (C, Z, Y, X)
+        :param str scale_key: the key attribute of the scale
+        :param tuple chunk_coords: the chunk coordinates
+            (xmin, xmax, ymin, ymax, zmin, zmax)
+        :raises DataAccessError: if the chunk's file cannot be accessed
+        :raises AssertionError: if the chunk coordinates are incompatible with
+            the dataset's info, or the chunk's shape with its coordinates
+        """
+        self._check_coords(scale_key, chunk_coords)
+        chunk = np.asarray(chunk)
+        x, y, z = chunk_shape(chunk_coords)
+        expected = (self._info["num_channels"], z, y, x)
+        if chunk.shape != expected:
+            raise InvalidChunkCoordsError(
+                f"chunk of shape {chunk.shape} written at {tuple(chunk_coords)} of scale "
+                f"{scale_key!r}, which needs (C, Z, Y, X) = {expected}")
+        encoder = self._encoders[scale_key]
+        buf = encoder.encode(chunk)
+        self.accessor.store_chunk(buf, scale_key, chunk_coords, mime_type=encoder.mime_type)
+

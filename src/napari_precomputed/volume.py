@@ -1,0 +1,225 @@
+"""Reading and writing boxes of voxels that span many chunks.
+
+These functions sit on top of :class:`~napari_precomputed.precomputed_io.PrecomputedIO`
+and fetch, decode and encode chunks concurrently in a thread pool: file I/O,
+zlib, Pillow's codecs and NumPy's large operations release the GIL, so threads
+give real parallelism here without copying chunks between processes.
+
+Boxes are given in absolute voxel coordinates of the scale, as (x, y, z)
+triples ``lo`` (inclusive) and ``hi`` (exclusive), like the chunk names.
+Arrays are (C, Z, Y, X).
+"""
+
+import concurrent.futures
+import itertools
+import os
+
+import numpy as np
+
+from .errors import ChunkNotFoundError
+from .info import chunk_coords_for_grid_index, scale_chunk_grid
+
+__all__ = [
+    "scale_bounds",
+    "chunk_coords_in_box",
+    "read_region",
+    "write_region",
+    "default_workers",
+]
+
+
+def default_workers():
+    """Threads used for concurrent chunk work when none are asked for."""
+    return min(32, (os.cpu_count() or 1) * 4)
+
+
+def scale_bounds(scale_info):
+    """Absolute (lo, hi) voxel bounds of a scale, each an (x, y, z) tuple."""
+    offset = tuple(int(o) for o in scale_info.get("voxel_offset", (0, 0, 0)))
+    return offset, tuple(o + int(s) for o, s in zip(offset, scale_info["size"]))
+
+
+def chunk_coords_in_box(scale_info, lo, hi, chunk_size=None):
+    """Coordinates of the chunks of a scale that intersect a box, x fastest.
+
+    :param dict scale_info: an element of ``info["scales"]``
+    :param lo: inclusive (x, y, z) corner, absolute voxel coordinates
+    :param hi: exclusive (x, y, z) corner
+    :param chunk_size: which of the scale's chunk sizes (default: the first)
+    :returns: list of (xmin, xmax, ymin, ymax, zmin, zmax)
+    """
+    if chunk_size is None:
+        chunk_size = scale_info["chunk_sizes"][0]
+    offset, _ = scale_bounds(scale_info)
+    grid = scale_chunk_grid(scale_info, chunk_size)
+    ranges = []
+    for axis in range(3):
+        c = int(chunk_size[axis])
+        first = max(0, (int(lo[axis]) - offset[axis]) // c)
+        last = min(grid[axis], -(-(int(hi[axis]) - offset[axis]) // c))
+        if last <= first:
+            return []
+        ranges.append(range(first, last))
+    return [chunk_coords_for_grid_index(scale_info, chunk_size, (gx, gy, gz))
+            for gz, gy, gx in itertools.product(ranges[2], ranges[1], ranges[0])]
+
+
+def _fetch_decode(io, scale_key, coords, missing):
+    try:
+        buf = io.accessor.fetch_chunk(scale_key, coords)
+    except ChunkNotFoundError:
+        if missing == "error":
+            raise
+        return None
+    return io.decode_chunk(buf, scale_key, coords)
+
+
+def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None):
+    """Read a box of voxels, fetching and decoding its chunks concurrently.
+
+    :param PrecomputedIO io: the dataset
+    :param str scale_key: the key of the scale
+    :param lo: inclusive (x, y, z) corner in absolute voxel coordinates
+    :param hi: exclusive (x, y, z) corner; the box may extend past the
+        scale, where it reads as zeros
+    :param str missing: ``"zeros"`` to read chunks that are not stored as
+        zeros (as Neuroglancer and TensorStore do), ``"error"`` to raise
+        :class:`~napari_precomputed.errors.ChunkNotFoundError`
+    :param executor: a :class:`concurrent.futures.Executor` to run chunk
+        reads in (default: a private thread pool)
+    :param out: optional (C, Z, Y, X) array to fill
+    :returns: (C, Z, Y, X) array of the dataset's data type
+    :raises DataAccessError: if a chunk cannot be read
+    :raises InvalidFormatError: if a chunk cannot be decoded, naming it
+    """
+    if missing not in ("zeros", "error"):
+        raise ValueError(f"missing must be 'zeros' or 'error', not {missing!r}")
+    scale_info = io.scale_info(scale_key)
+    lo = tuple(int(v) for v in lo)
+    hi = tuple(int(v) for v in hi)
+    shape = (io.info["num_channels"],) + tuple(max(0, h - l) for l, h in zip(lo, hi))[::-1]
+    dtype = io.encoder(scale_key).dtype.newbyteorder("=")
+    fresh = out is None
+    if fresh:
+        out = np.zeros(shape, dtype=dtype)
+    elif out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, the box needs {shape}")
+    coords_list = chunk_coords_in_box(scale_info, lo, hi)
+
+    def paste(coords, chunk):
+        if chunk is None:
+            if not fresh:
+                _region_view(out, coords, lo, hi)[1][...] = 0
+            return
+        src, dst = _region_view(out, coords, lo, hi, chunk)
+        dst[...] = src
+
+    if len(coords_list) <= 1 and executor is None:
+        for coords in coords_list:
+            paste(coords, _fetch_decode(io, scale_key, coords, missing))
+        return out
+    own = executor is None
+    if own:
+        executor = concurrent.futures.ThreadPoolExecutor(
+            min(default_workers(), len(coords_list)))
+    try:
+        futures = {executor.submit(_fetch_decode, io, scale_key, c, missing): c
+                   for c in coords_list}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                paste(futures[future], future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    finally:
+        if own:
+            executor.shutdown(wait=True, cancel_futures=True)
+    return out
+
+
+def _region_view(out, coords, lo, hi, chunk=None):
+    """The overlap of a chunk and a box, as (chunk view, out view)."""
+    src_index, dst_index = [slice(None)], [slice(None)]
+    for axis in (2, 1, 0):
+        c0, c1 = coords[2 * axis], coords[2 * axis + 1]
+        a, b = max(c0, lo[axis]), min(c1, hi[axis])
+        src_index.append(slice(a - c0, b - c0))
+        dst_index.append(slice(a - lo[axis], b - lo[axis]))
+    src = chunk[tuple(src_index)] if chunk is not None else None
+    return src, out[tuple(dst_index)]
+
+
+def write_region(io, scale_key, data, lo=None, executor=None, progress=None):
+    """Write an array whose box is aligned to the chunk grid of a scale.
+
+    Every chunk the box touches must lie entirely inside it (its clipped
+    extent at the scale's border counts), so that no chunk is written from
+    partial data.
+
+    :param PrecomputedIO io: the dataset
+    :param str scale_key: the key of the scale
+    :param data: (C, Z, Y, X) array-like; each chunk's slice of it is
+        converted with :func:`numpy.asarray`, so lazy arrays are read one
+        chunk at a time
+    :param lo: (x, y, z) absolute corner of ``data`` (default: the scale's
+        ``voxel_offset``)
+    :param executor: a :class:`concurrent.futures.Executor` (default: a
+        private thread pool)
+    :param progress: optional callable ``(done, total)`` called after each
+        chunk
+    :raises ValueError: if the box is not aligned to the chunk grid
+    """
+    scale_info = io.scale_info(scale_key)
+    if lo is None:
+        lo = scale_bounds(scale_info)[0]
+    lo = tuple(int(v) for v in lo)
+    shape = tuple(data.shape)
+    if len(shape) != 4:
+        raise ValueError(f"data must be (C, Z, Y, X), got shape {shape}")
+    hi = tuple(l + s for l, s in zip(lo, shape[:0:-1]))
+    coords_list = chunk_coords_in_box(scale_info, lo, hi)
+    for coords in coords_list:
+        for axis in range(3):
+            if coords[2 * axis] < lo[axis] or coords[2 * axis + 1] > hi[axis]:
+                raise ValueError(
+                    f"the box {lo}-{hi} cuts through chunk {coords} of scale "
+                    f"{scale_key!r}; align it to the chunk grid")
+
+    def write_one(coords):
+        x0, x1, y0, y1, z0, z1 = coords
+        chunk = np.asarray(data[:, z0 - lo[2]:z1 - lo[2], y0 - lo[1]:y1 - lo[1],
+                                x0 - lo[0]:x1 - lo[0]])
+        io.write_chunk(chunk, scale_key, coords)
+
+    total = len(coords_list)
+    own = executor is None
+    if own:
+        executor = concurrent.futures.ThreadPoolExecutor(max(1, min(default_workers(), total)))
+    try:
+        # Bounded submission keeps at most a few chunks per thread in memory.
+        window = 2 * getattr(executor, "_max_workers", default_workers())
+        pending = set()
+        done = 0
+        for coords in coords_list:
+            pending.add(executor.submit(write_one, coords))
+            if len(pending) >= window:
+                finished, pending = concurrent.futures.wait(
+                    pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    future.result()
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+        for future in concurrent.futures.as_completed(pending):
+            future.result()
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        raise
+    finally:
+        if own:
+            executor.shutdown(wait=True, cancel_futures=True)
