@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from . import compressed_segmentation
 from .errors import (
     IncompatibleEncoderError,
     InvalidFormatError,
@@ -378,11 +377,14 @@ class CompressedSegmentationEncoder(ChunkEncoder):
         if len(block_size) != 3 or min(block_size) < 1:
             raise IncompatibleEncoderError(f"invalid block size {block_size!r}")
         self.block_size = block_size
+        from . import compressed_segmentation
+
+        self._codec = compressed_segmentation
 
     def encode(self, chunk):
         chunk = _check_chunk(chunk, self.num_channels, self.dtype)
-        return compressed_segmentation.encode(chunk, self.block_size)
+        return self._codec.encode(chunk, self.block_size)
 
     def decode(self, buf, chunk_size):
-        return compressed_segmentation.decode(buf, chunk_size, self.num_channels,
+        return self._codec.decode(buf, chunk_size, self.num_channels,
                                               self.data_type, self.block_size)

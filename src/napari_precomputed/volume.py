@@ -13,6 +13,7 @@ Arrays are (C, Z, Y, X).
 import concurrent.futures
 import itertools
 import os
+import threading
 
 import numpy as np
 
@@ -29,8 +30,13 @@ __all__ = [
 
 
 def default_workers():
-    """Threads used for concurrent chunk work when none are asked for."""
-    return min(32, (os.cpu_count() or 1) * 4)
+    """Threads used for concurrent chunk work on local storage.
+
+    Decoding is CPU-bound and releases the GIL, so one thread per core keeps
+    the cores busy; accessors for remote storage ask for more through their
+    ``concurrency`` attribute.
+    """
+    return os.cpu_count() or 1
 
 
 def scale_bounds(scale_info):
@@ -114,28 +120,62 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None)
         src, dst = _region_view(out, coords, lo, hi, chunk)
         dst[...] = src
 
-    if len(coords_list) <= 1 and executor is None:
-        for coords in coords_list:
+    def work(queue):
+        # Each worker drains a shared queue: a handful of long-lived tasks
+        # instead of one future per chunk, whose hand-offs between threads
+        # cost more than decoding a small raw chunk.
+        for coords in queue:
             paste(coords, _fetch_decode(io, scale_key, coords, missing))
-        return out
+
+    _run_workers(work, coords_list, executor, io.accessor)
+    return out
+
+
+def _run_workers(work, items, executor, accessor):
+    """Run ``work(shared_iterator)`` in as many threads as are useful."""
+    workers = min(len(items), getattr(accessor, "concurrency", None) or default_workers())
+    queue = _SharedIterator(items)
+    if workers <= 1:
+        work(queue)
+        return
     own = executor is None
     if own:
-        executor = concurrent.futures.ThreadPoolExecutor(
-            min(default_workers(), len(coords_list)))
+        executor = concurrent.futures.ThreadPoolExecutor(workers)
     try:
-        futures = {executor.submit(_fetch_decode, io, scale_key, c, missing): c
-                   for c in coords_list}
+        futures = [executor.submit(work, queue) for _ in range(workers)]
         try:
             for future in concurrent.futures.as_completed(futures):
-                paste(futures[future], future.result())
+                future.result()
         except BaseException:
-            for future in futures:
-                future.cancel()
+            queue.stop()
             raise
     finally:
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
-    return out
+
+
+class _SharedIterator:
+    """A thread-safe iterator over a list that can be stopped early."""
+
+    def __init__(self, items):
+        self._items = items
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self._lock:
+            if self._next >= len(self._items):
+                raise StopIteration
+            item = self._items[self._next]
+            self._next += 1
+            return item
+
+    def stop(self):
+        with self._lock:
+            self._next = len(self._items)
 
 
 def _region_view(out, coords, lo, hi, chunk=None):
@@ -193,33 +233,16 @@ def write_region(io, scale_key, data, lo=None, executor=None, progress=None):
         io.write_chunk(chunk, scale_key, coords)
 
     total = len(coords_list)
-    own = executor is None
-    if own:
-        executor = concurrent.futures.ThreadPoolExecutor(max(1, min(default_workers(), total)))
-    try:
-        # Bounded submission keeps at most a few chunks per thread in memory.
-        window = 2 * getattr(executor, "_max_workers", default_workers())
-        pending = set()
-        done = 0
-        for coords in coords_list:
-            pending.add(executor.submit(write_one, coords))
-            if len(pending) >= window:
-                finished, pending = concurrent.futures.wait(
-                    pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in finished:
-                    future.result()
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-        for future in concurrent.futures.as_completed(pending):
-            future.result()
-            done += 1
+    done = [0]
+    lock = threading.Lock()
+
+    def work(queue):
+        for coords in queue:
+            write_one(coords)
             if progress is not None:
-                progress(done, total)
-    except BaseException:
-        for future in pending:
-            future.cancel()
-        raise
-    finally:
-        if own:
-            executor.shutdown(wait=True, cancel_futures=True)
+                with lock:
+                    done[0] += 1
+                    count = done[0]
+                progress(count, total)
+
+    _run_workers(work, coords_list, executor, io.accessor)
