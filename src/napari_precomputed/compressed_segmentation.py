@@ -596,7 +596,7 @@ def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c
     first = first.astype(index_type)
     gz, gy, gx, bz, by, bx = grid.blocks6
     indices6 = indices.reshape(grid.blocks6).transpose(0, 3, 1, 4, 2, 5)
-    position = np.add(indices6, first.reshape(gz, 1, gy, 1, gx, 1), dtype=index_type)
+    position = np.add(indices6, first.reshape(gz, 1, gy, 1, gx, 1), dtype=index_type, order="C")
     position = position.reshape(grid.padded)
     if not grid.exact:
         Z, Y, X = grid.shape

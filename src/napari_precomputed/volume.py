@@ -17,7 +17,8 @@ import threading
 
 import numpy as np
 
-from .errors import ChunkNotFoundError
+from .chunk_cache import MISSING
+from .errors import ChunkNotFoundError, DataAccessError, InvalidFormatError
 from .info import chunk_coords_for_grid_index, scale_chunk_grid
 
 __all__ = [
@@ -70,17 +71,33 @@ def chunk_coords_in_box(scale_info, lo, hi, chunk_size=None):
             for gz, gy, gx in itertools.product(ranges[2], ranges[1], ranges[0])]
 
 
-def _fetch_decode(io, scale_key, coords, missing):
+def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None):
+    """Decoded chunk, or None where it reads as zeros."""
+    if cache is not None:
+        hit = cache.get((scale_key, coords))
+        if hit is not None:
+            return None if hit is MISSING else hit
     try:
         buf = io.accessor.fetch_chunk(scale_key, coords)
+        chunk = io.decode_chunk(buf, scale_key, coords)
     except ChunkNotFoundError:
         if missing == "error":
             raise
+        chunk = MISSING
+    except (DataAccessError, InvalidFormatError) as exc:
+        if on_error is None:
+            raise
+        # The caller reports it; the chunk shows as zeros, and is not cached
+        # so that a repaired file is picked up.
+        on_error(exc)
         return None
-    return io.decode_chunk(buf, scale_key, coords)
+    if cache is not None:
+        cache.put((scale_key, coords), chunk)
+    return None if chunk is MISSING else chunk
 
 
-def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None):
+def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
+                cache=None, on_error=None):
     """Read a box of voxels, fetching and decoding its chunks concurrently.
 
     :param PrecomputedIO io: the dataset
@@ -94,6 +111,10 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None)
     :param executor: a :class:`concurrent.futures.Executor` to run chunk
         reads in (default: a private thread pool)
     :param out: optional (C, Z, Y, X) array to fill
+    :param ChunkCache cache: decoded chunks to reuse and to add to
+    :param on_error: if given, a callable that receives the exception of a
+        chunk that cannot be read or decoded, which then reads as zeros;
+        if None such errors are raised
     :returns: (C, Z, Y, X) array of the dataset's data type
     :raises DataAccessError: if a chunk cannot be read
     :raises InvalidFormatError: if a chunk cannot be decoded, naming it
@@ -125,7 +146,7 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None)
         # instead of one future per chunk, whose hand-offs between threads
         # cost more than decoding a small raw chunk.
         for coords in queue:
-            paste(coords, _fetch_decode(io, scale_key, coords, missing))
+            paste(coords, _fetch_decode(io, scale_key, coords, missing, cache, on_error))
 
     _run_workers(work, coords_list, executor, io.accessor)
     return out

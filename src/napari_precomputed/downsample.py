@@ -1,0 +1,99 @@
+"""Downsampling of (C, Z, Y, X) blocks for building pyramids.
+
+Windows are anchored at the block's first voxel; the last window along an
+axis may be partial, and then only the voxels that exist count (as
+TensorStore's ``downsample`` driver does).
+"""
+
+import numpy as np
+
+__all__ = ["downsample", "downsample_mean", "downsample_mode", "downsample_stride",
+           "METHODS"]
+
+
+def _windows(block, factors):
+    """View of ``block`` padded to whole windows, as (C, z, y, x, k) and a validity mask."""
+    c, z, y, x = block.shape
+    fz, fy, fx = (int(f) for f in factors)
+    out = (-(-z // fz), -(-y // fy), -(-x // fx))
+    pad = ((0, 0), (0, out[0] * fz - z), (0, out[1] * fy - y), (0, out[2] * fx - x))
+    padded = np.pad(block, pad) if any(p[1] for p in pad) else block
+    shaped = padded.reshape(c, out[0], fz, out[1], fy, out[2], fx)
+    windows = shaped.transpose(0, 1, 3, 5, 2, 4, 6).reshape(c, *out, fz * fy * fx)
+    valid = None
+    if any(p[1] for p in pad):
+        mask = np.zeros(padded.shape[1:], dtype=bool)
+        mask[:z, :y, :x] = True
+        valid = mask.reshape(out[0], fz, out[1], fy, out[2], fx).transpose(
+            0, 2, 4, 1, 3, 5).reshape(*out, fz * fy * fx)
+    return windows, valid
+
+
+def downsample_mean(block, factors):
+    """Mean of each window; integers rounded to nearest (ties to even).
+
+    :param numpy.ndarray block: (C, Z, Y, X)
+    :param factors: (fz, fy, fx) integer factors
+    :returns: (C, ceil(Z/fz), ceil(Y/fy), ceil(X/fx)) array of block's dtype
+    """
+    windows, valid = _windows(block, factors)
+    acc = np.float64 if block.dtype.itemsize > 2 else np.float32
+    total = windows.sum(axis=-1, dtype=acc)
+    if valid is None:
+        mean = total / windows.shape[-1]
+    else:
+        mean = total / valid.sum(axis=-1)
+    if block.dtype.kind in "iu":
+        limits = np.iinfo(block.dtype)
+        mean = np.clip(np.rint(mean), limits.min, limits.max)
+    return mean.astype(block.dtype)
+
+
+def downsample_stride(block, factors):
+    """The first voxel of each window (fast; aliases thin structures)."""
+    fz, fy, fx = (int(f) for f in factors)
+    return np.ascontiguousarray(block[:, ::fz, ::fy, ::fx])
+
+
+def downsample_mode(block, factors):
+    """The most frequent value of each window, exactly; ties go to the smallest.
+
+    Meant for labels: no value that is absent from a window is ever made up.
+    """
+    windows, valid = _windows(block, factors)
+    out_shape = windows.shape[:-1]
+    k = windows.shape[-1]
+    rows = windows.reshape(-1, k)
+    order = np.argsort(rows, axis=1, kind="stable")
+    values = np.take_along_axis(rows, order, axis=1)
+    weights = (np.ones(rows.shape, dtype=np.int32) if valid is None else
+               np.take_along_axis(
+                   np.broadcast_to(valid, (block.shape[0],) + valid.shape).reshape(-1, k),
+                   order, axis=1).astype(np.int32))
+    starts = np.ones(values.shape, dtype=bool)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    run_ids = np.cumsum(starts.ravel()) - 1
+    counts = np.bincount(run_ids, weights=weights.ravel())
+    run_values = values.ravel()[starts.ravel()]
+    runs_per_row = starts.sum(axis=1)
+    first_run = np.concatenate(([0], np.cumsum(runs_per_row)[:-1]))
+    best_count = np.maximum.reduceat(counts, first_run)
+    row_of_run = np.repeat(np.arange(rows.shape[0]), runs_per_row)
+    is_best = counts == best_count[row_of_run]
+    # Runs are in ascending value order within a row: the first best run is
+    # the smallest of the most frequent values.
+    best_runs = np.flatnonzero(is_best)
+    _, first = np.unique(row_of_run[best_runs], return_index=True)
+    return run_values[best_runs[first]].reshape(out_shape)
+
+
+METHODS = {"mean": downsample_mean, "mode": downsample_mode, "stride": downsample_stride}
+
+
+def downsample(block, factors, method):
+    """Downsample with a method named ``"mean"``, ``"mode"`` or ``"stride"``."""
+    try:
+        return METHODS[method](block, factors)
+    except KeyError:
+        raise ValueError(f"unknown downsampling method {method!r} "
+                         f"(one of {', '.join(METHODS)})") from None

@@ -1,0 +1,85 @@
+"""Choosing the scales of a multiscale pyramid and writing small pyramids.
+
+Factors are 2 per halved axis. An axis whose voxels are much coarser than the
+finest axis (EM sections, light-sheet z steps) is not halved until the others
+catch up, so that coarser scales approach isotropic voxels.
+"""
+
+import numpy as np
+
+from .downsample import downsample
+from .volume import write_region
+
+__all__ = ["pyramid_factors", "pyramid_scales", "scale_key_for_resolution",
+           "write_pyramid_in_memory"]
+
+
+def pyramid_factors(resolution, size, chunk_size, levels=None):
+    """Per-level (x, y, z) factors relative to the previous level.
+
+    :param resolution: (x, y, z) voxel size of the finest scale
+    :param size: (x, y, z) voxel count of the finest scale
+    :param chunk_size: (x, y, z) chunk shape; by default levels are added
+        until the coarsest fits in one chunk
+    :param levels: total number of scales wanted (including the finest), or
+        None for automatic
+    :returns: list of (fx, fy, fz), one per coarser level
+    """
+    resolution = [float(r) for r in resolution]
+    size = [int(s) for s in size]
+    out = []
+    while levels is None or len(out) + 1 < levels:
+        if levels is None and all(s <= c for s, c in zip(size, chunk_size)):
+            break
+        if all(s <= 1 for s in size):
+            break
+        finest = min(r for r, s in zip(resolution, size) if s > 1)
+        # Halve the axes within a factor 2 of the finest one that still
+        # have more than one voxel.
+        factors = tuple(2 if s > 1 and r < 2 * finest else 1
+                        for r, s in zip(resolution, size))
+        out.append(factors)
+        resolution = [r * f for r, f in zip(resolution, factors)]
+        size = [-(-s // f) for s, f in zip(size, factors)]
+    return out
+
+
+def scale_key_for_resolution(resolution):
+    """Key in TensorStore's style, e.g. ``8_8_40`` (``4.5_4.5_40`` if fractional)."""
+    return "_".join(f"{r:g}" for r in resolution)
+
+
+def pyramid_scales(scale0, levels=None):
+    """The scale infos of a pyramid above ``scale0`` (included first).
+
+    Coarser scales keep ``scale0``'s encoding parameters and chunk size;
+    ``size = ceil(size0 / f)`` and ``voxel_offset = floor(offset0 / f)``.
+    """
+    chunk = scale0["chunk_sizes"][0]
+    scales = [scale0]
+    current = dict(scale0)
+    for factors in pyramid_factors(scale0["resolution"], scale0["size"], chunk, levels):
+        resolution = [r * f for r, f in zip(current["resolution"], factors)]
+        size = [-(-int(s) // f) for s, f in zip(current["size"], factors)]
+        offset = [int(o) // f for o, f in zip(current.get("voxel_offset", [0, 0, 0]), factors)]
+        current = dict(current, key=scale_key_for_resolution(resolution), size=size,
+                       voxel_offset=offset, resolution=resolution,
+                       chunk_sizes=[[min(int(c), s) for c, s in zip(chunk, size)]])
+        scales.append(current)
+    return scales
+
+
+def write_pyramid_in_memory(io, volume, method):
+    """Write a (C, Z, Y, X) NumPy volume to every scale of ``io``.
+
+    Each scale is computed from the previous one, so small volumes (sample
+    data, tests) need no temporary storage. Large exports stream instead.
+    """
+    scales = io.info["scales"]
+    current = np.asarray(volume)
+    write_region(io, scales[0]["key"], current)
+    for previous, scale in zip(scales, scales[1:]):
+        factors = [int(round(r / p)) for r, p in zip(scale["resolution"],
+                                                     previous["resolution"])]
+        current = downsample(current, factors[::-1], method)
+        write_region(io, scale["key"], current)

@@ -1,0 +1,223 @@
+"""Opening precomputed datasets in a real napari viewer (under Xvfb)."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import label_volume, make_info, smooth_volume
+
+from napari_precomputed._reader import get_reader
+from napari_precomputed.accessor import get_accessor_for_url
+from napari_precomputed.file_accessor import FileAccessor
+from napari_precomputed.precomputed_io import get_IO_for_new_dataset
+from napari_precomputed.pyramid import pyramid_scales, write_pyramid_in_memory
+
+PLUGIN = "napari-precomputed"
+
+
+def write_pyramid(path, volume, type_="image", encoding="raw", offset=(0, 0, 0),
+                  resolution=(4, 6, 30), chunk=(32, 32, 8), **extra):
+    c, z, y, x = volume.shape
+    scale0 = {"key": "s0", "size": [x, y, z], "voxel_offset": list(offset),
+              "resolution": list(resolution), "chunk_sizes": [list(chunk)],
+              "encoding": encoding, **extra}
+    info = {"type": type_, "data_type": volume.dtype.name, "num_channels": c,
+            "scales": pyramid_scales(scale0)}
+    io = get_IO_for_new_dataset(info, get_accessor_for_url(str(path)))
+    write_pyramid_in_memory(io, volume, "mode" if type_ == "segmentation" else "mean")
+    return info
+
+
+@pytest.fixture
+def image_dataset(tmp_path):
+    volume = smooth_volume((1, 20, 50, 70), "uint16")
+    info = write_pyramid(tmp_path / "em", volume, offset=(-5, 10, 3))
+    return tmp_path / "em", volume, info
+
+
+def test_get_reader_accepts_folder_info_file_and_url(image_dataset, tmp_path):
+    path, _, _ = image_dataset
+    for candidate in (str(path), str(path / "info"), f"precomputed://{path}",
+                      f"precomputed://file://{path}", [str(path)],
+                      "precomputed://https://example.org/never/contacted"):
+        assert callable(get_reader(candidate)), candidate
+
+
+def test_get_reader_declines_other_things(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "image.tif").write_bytes(b"II*\0")
+    (tmp_path / "mesh").mkdir()
+    (tmp_path / "mesh" / "info").write_text(json.dumps({"@type": "neuroglancer_legacy_mesh"}))
+    (tmp_path / "notjson").mkdir()
+    (tmp_path / "notjson" / "info").write_bytes(b"\x00\xff" * 10)
+    for candidate in (tmp_path / "plain", tmp_path / "plain" / "image.tif",
+                      tmp_path / "mesh", tmp_path / "notjson", tmp_path / "absent",
+                      "https://example.org/x", None, 42, [str(tmp_path)] * 2):
+        assert get_reader(candidate) is None, candidate
+
+
+def test_info_file_has_no_competing_reader(make_napari_viewer, image_dataset):
+    from napari.plugins._npe2 import get_readers
+
+    make_napari_viewer()  # plugins are discovered with the first viewer
+    path, _, _ = image_dataset
+    # One candidate: napari opens it without asking which reader to use.
+    assert set(get_readers(str(path / "info"))) == {PLUGIN}
+
+
+@pytest.mark.parametrize("how", ["folder", "info", "url"])
+def test_open_image_in_viewer(make_napari_viewer, image_dataset, how):
+    path, volume, info = image_dataset
+    target = {"folder": str(path), "info": str(path / "info"),
+              "url": f"precomputed://file://{path}"}[how]
+    viewer = make_napari_viewer()
+    layers = viewer.open(target, plugin=PLUGIN)
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer.name == "em"
+    assert layer.multiscale and len(layer.data) == len(info["scales"])
+    np.testing.assert_allclose(layer.scale, [30, 6, 4])
+    np.testing.assert_allclose(layer.translate, [3 * 30, 10 * 6, -5 * 4])
+    assert tuple(layer.axis_labels) == ("z", "y", "x")
+    assert layer.metadata["info"]["scales"][0]["key"] == "s0"
+    np.testing.assert_array_equal(np.asarray(layer.data[0][7]), volume[0, 7])
+    np.testing.assert_array_equal(layer.data[0][2:9, 5, ::3], volume[0, 2:9, 5, ::3])
+    assert layer.data[0].dtype == np.uint16
+    viewer.dims.current_step = (3 * 30 + 7 * 30, 60, -20)
+    viewer.dims.ndisplay = 3  # napari shows the coarsest level in 3D
+    viewer.dims.ndisplay = 2
+
+
+def test_segmentation_opens_as_labels(make_napari_viewer, tmp_path):
+    volume = label_volume((1, 16, 40, 48), "uint64")
+    write_pyramid(tmp_path / "seg", volume, type_="segmentation",
+                  encoding="compressed_segmentation",
+                  compressed_segmentation_block_size=[8, 8, 8])
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "seg"), plugin=PLUGIN)
+    assert layer._type_string == "labels"
+    np.testing.assert_array_equal(np.asarray(layer.data[0][5]), volume[0, 5])
+
+
+def test_channels_become_layers(make_napari_viewer, tmp_path):
+    volume = smooth_volume((3, 8, 30, 40), "uint8")
+    write_pyramid(tmp_path / "rgb", volume, chunk=(16, 16, 4))
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "rgb"), plugin=PLUGIN)
+    assert [layer.name for layer in layers] == ["rgb [0]", "rgb [1]", "rgb [2]"]
+    assert [layer.colormap.name for layer in layers] == ["red", "green", "blue"]
+    for c, layer in enumerate(layers):
+        np.testing.assert_array_equal(np.asarray(layer.data[0][4]), volume[c, 4])
+
+
+def test_dataset_written_by_tensorstore(make_napari_viewer, tmp_path):
+    ts = pytest.importorskip("tensorstore")
+    volume = label_volume((1, 10, 30, 40), "uint32")
+    store = ts.open({
+        "driver": "neuroglancer_precomputed",
+        "kvstore": {"driver": "file", "path": str(tmp_path / "tsds")},
+        "multiscale_metadata": {"type": "segmentation", "data_type": "uint32",
+                                "num_channels": 1},
+        "scale_metadata": {"size": [40, 30, 10], "voxel_offset": [-7, 2, 0],
+                           "resolution": [8, 8, 40], "chunk_size": [16, 16, 4],
+                           "encoding": "compressed_segmentation",
+                           "compressed_segmentation_block_size": [8, 8, 8]},
+        "create": True}).result()
+    store[..., 0].write(volume[0].transpose(2, 1, 0)).result()
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "tsds"), plugin=PLUGIN)
+    np.testing.assert_allclose(layer.translate, [0, 16, -56])
+    assert not layer.multiscale  # TensorStore wrote one scale
+    np.testing.assert_array_equal(np.asarray(layer.data), volume[0])
+
+
+class CountingAccessor(FileAccessor):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.files, self.chunks = [], []
+
+    def fetch_file(self, relative_path):
+        self.files.append(relative_path)
+        return super().fetch_file(relative_path)
+
+    def fetch_chunk(self, key, chunk_coords):
+        self.chunks.append((key, tuple(chunk_coords)))
+        return super().fetch_chunk(key, chunk_coords)
+
+
+def test_opening_reads_info_only_and_a_plane_reads_its_chunks(tmp_path, monkeypatch):
+    from napari_precomputed import _layer_data
+    from napari_precomputed.volume import chunk_coords_in_box
+
+    volume = smooth_volume((1, 20, 50, 70), "uint16")
+    info = write_pyramid(tmp_path / "em", volume, offset=(-5, 10, 3))
+    accessor = CountingAccessor(tmp_path / "em")
+    monkeypatch.setattr(_layer_data, "get_accessor_for_url", lambda url: accessor)
+    (data, kwargs, kind), = _layer_data.layer_data_for_url(str(tmp_path / "em"))
+    assert accessor.files == ["info"] and accessor.chunks == []
+    for level, scale in enumerate(info["scales"]):
+        array = data[level]
+        z = array.shape[0] // 2
+        accessor.chunks.clear()
+        plane = array[z]
+        (ox, oy, oz) = scale["voxel_offset"]
+        expected = chunk_coords_in_box(scale, (ox, oy, oz + z),
+                                       (ox + scale["size"][0], oy + scale["size"][1], oz + z + 1))
+        assert sorted(accessor.chunks) == sorted((scale["key"], c) for c in expected)
+        assert plane.shape == array.shape[1:]
+        accessor.chunks.clear()
+        array[z]  # cached now
+        assert accessor.chunks == []
+
+
+def test_missing_chunks_read_as_zeros_or_fail_in_strict_mode(tmp_path):
+    from napari_precomputed._layer_data import layer_data_for_url
+    from napari_precomputed.errors import ChunkNotFoundError
+
+    volume = smooth_volume((1, 8, 40, 40), "uint8")
+    write_pyramid(tmp_path / "em", volume, chunk=(16, 16, 8))
+    (tmp_path / "em" / "s0" / "0-16_0-16_0-8").unlink()
+    (data, _, _), = layer_data_for_url(str(tmp_path / "em"))
+    plane = data[0][3]
+    assert not plane[:16, :16].any() and np.array_equal(plane[16:], volume[0, 3, 16:])
+    (strict, _, _), = layer_data_for_url(str(tmp_path / "em"), missing="error")
+    with pytest.raises(ChunkNotFoundError, match="0-16_0-16_0-8"):
+        strict[0][3]
+
+
+def test_corrupt_chunk_notifies_and_viewer_keeps_working(make_napari_viewer, tmp_path,
+                                                         monkeypatch):
+    from napari.utils import notifications
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    volume = smooth_volume((1, 8, 40, 40), "uint8")
+    write_pyramid(tmp_path / "em", volume, chunk=(16, 16, 8))
+    (tmp_path / "em" / "s0" / "16-32_0-16_0-8").write_bytes(b"garbage")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "em"), plugin=PLUGIN)
+    plane = np.asarray(layer.data[0][3])
+    assert not plane[:16, 16:32].any()
+    assert np.array_equal(plane[16:], volume[0, 3, 16:])
+    assert any("16-32_0-16_0-8" in message for message in shown)
+    viewer.dims.current_step = (90, 0, 0)
+
+
+def test_broken_info_is_a_clear_notification(make_napari_viewer, tmp_path, monkeypatch):
+    from napari.utils import notifications
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "info").write_text(json.dumps(make_info(data_type="int64")))
+    viewer = make_napari_viewer()
+    assert viewer.open(str(tmp_path / "bad"), plugin=PLUGIN) == []
+    assert len(shown) == 1 and "int64" in shown[0] and "bad" in shown[0]
+    assert len(viewer.layers) == 0
+
+
+def test_sample_data(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "synthetic_em")
+    assert [layer._type_string for layer in viewer.layers] == ["image", "labels"]
+    assert len(viewer.layers[0].data) == 3
