@@ -80,7 +80,7 @@ def snapshot(root):
     return out
 
 
-def new_dataset(path, **kwargs):
+def make_dataset(path, **kwargs):
     return get_IO_for_new_dataset(base_info(**kwargs), get_accessor_for_url(str(path)))
 
 
@@ -574,7 +574,7 @@ def _image_cases():
     + [pytest.param(d, e, c, co, b, id=i) for i, d, e, c, co, b in _image_cases()])
 def test_bad_chunk_bytes_raise_invalid_format(tmp_path, data_type, encoding, num_channels,
                                               coords, content):
-    io_ = new_dataset(tmp_path, data_type=data_type, encoding=encoding,
+    io_ = make_dataset(tmp_path, data_type=data_type, encoding=encoding,
                       num_channels=num_channels)
     path = chunk_file(tmp_path, coords)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -595,7 +595,7 @@ def test_bad_chunk_bytes_raise_invalid_format(tmp_path, data_type, encoding, num
 ])
 @pytest.mark.parametrize("coords", [FULL, EDGE], ids=["full", "edge"])
 def test_zero_length_chunk_file(tmp_path, data_type, encoding, num_channels, coords):
-    io_ = new_dataset(tmp_path, data_type=data_type, encoding=encoding,
+    io_ = make_dataset(tmp_path, data_type=data_type, encoding=encoding,
                       num_channels=num_channels)
     path = chunk_file(tmp_path, coords)
     path.parent.mkdir(parents=True)
@@ -616,7 +616,7 @@ def test_zero_length_chunk_file(tmp_path, data_type, encoding, num_channels, coo
 ], ids=["not-gzip", "empty", "magic-only", "no-trailer", "header-only", "bad-crc",
         "wrong-length-inside"])
 def test_bad_gz_chunk_file(tmp_path, content, exc):
-    io_ = new_dataset(tmp_path)
+    io_ = make_dataset(tmp_path)
     path = chunk_file(tmp_path, FULL)
     path.parent.mkdir(parents=True)
     gz = path.with_name(path.name + ".gz")
@@ -630,7 +630,7 @@ def test_bad_gz_chunk_file(tmp_path, content, exc):
 
 def test_gzip_bomb_is_capped(tmp_path, monkeypatch):
     monkeypatch.setattr(file_accessor, "MAX_INFLATED_BYTES", 10_000)
-    io_ = new_dataset(tmp_path)
+    io_ = make_dataset(tmp_path)
     path = chunk_file(tmp_path, FULL)
     path.parent.mkdir(parents=True)
     gz = path.with_name(path.name + ".gz")
@@ -792,7 +792,7 @@ OFF_GRID = {
 
 @pytest.mark.parametrize("coords", list(OFF_GRID.values()), ids=list(OFF_GRID))
 def test_off_grid_coords_raise_assertion(tmp_path, coords):
-    io_ = new_dataset(tmp_path)
+    io_ = make_dataset(tmp_path)
     write_region(io_, "s0", np.ones((1, *SIZE[::-1]), np.uint8))
     before = snapshot(tmp_path)
     with pytest.raises(AssertionError) as exc_info:
@@ -805,7 +805,7 @@ def test_off_grid_coords_raise_assertion(tmp_path, coords):
 
 
 def test_unknown_scale_key(tmp_path):
-    io_ = new_dataset(tmp_path)
+    io_ = make_dataset(tmp_path)
     before = snapshot(tmp_path)
     with pytest.raises(KeyError):
         io_.read_chunk("nope", FULL)
@@ -830,7 +830,7 @@ WRONG_SHAPES = {
     ("compressed_segmentation", "uint32")])
 @pytest.mark.parametrize("shape", list(WRONG_SHAPES.values()), ids=list(WRONG_SHAPES))
 def test_wrong_chunk_shape_on_write(tmp_path, encoding, data_type, shape):
-    io_ = new_dataset(tmp_path, data_type=data_type, encoding=encoding)
+    io_ = make_dataset(tmp_path, data_type=data_type, encoding=encoding)
     before = snapshot(tmp_path)
     coords = FULL
     if shape == "full-at-edge":
@@ -841,7 +841,7 @@ def test_wrong_chunk_shape_on_write(tmp_path, encoding, data_type, shape):
 
 
 def test_lossy_dtype_on_write_is_refused(tmp_path):
-    io_ = new_dataset(tmp_path)
+    io_ = make_dataset(tmp_path)
     before = snapshot(tmp_path)
     with pytest.raises((IncompatibleEncoderError, AssertionError, ValueError)):
         io_.write_chunk(np.full(chunk_shape_czyx(FULL), 300.5), "s0", FULL)
@@ -849,7 +849,7 @@ def test_lossy_dtype_on_write_is_refused(tmp_path):
 
 
 def test_missing_chunk_is_reported_or_zero(tmp_path):
-    io_ = new_dataset(tmp_path)
+    io_ = make_dataset(tmp_path)
     with pytest.raises(ChunkNotFoundError) as exc_info:
         io_.read_chunk("s0", FULL)
     assert chunk_name(FULL) in str(exc_info.value)
@@ -899,7 +899,7 @@ def _mutations(rng, good):
 @pytest.mark.parametrize("data_type, encoding, num_channels",
                          list(FUZZ_DATASETS.values()), ids=list(FUZZ_DATASETS))
 def test_fuzzed_chunks(tmp_path, data_type, encoding, num_channels):
-    io_ = new_dataset(tmp_path, data_type=data_type, encoding=encoding,
+    io_ = make_dataset(tmp_path, data_type=data_type, encoding=encoding,
                       num_channels=num_channels)
     rng = np.random.default_rng(1234)
     shape = (num_channels, *SIZE[::-1])
