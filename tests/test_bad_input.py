@@ -247,24 +247,12 @@ def _names_member(msg, member):
     return any(m in msg for m in members)
 
 
-_BUG_SHARDING_MESSAGE = pytest.mark.xfail(
-    reason="BUG: info._validate_scale: the 'sharded with several chunk sizes' message "
-    "names neither 'sharding' nor 'chunk_sizes'", strict=True)
-_BUG_PARSE_INFO_SUBCLASS = pytest.mark.xfail(
-    reason="BUG: info.parse_info re-raises every InvalidInfoError as a plain "
-    "InvalidInfoError, so compresso/jxl lose UnsupportedEncodingError when read "
-    "from a file", strict=True)
-
-
-def _info_params(xfails):
-    return [pytest.param(top, scale, member, exc, id=case_id,
-                         marks=xfails.get(case_id, ()))
+def _info_params():
+    return [pytest.param(top, scale, member, exc, id=case_id)
             for case_id, top, scale, member, exc in INFO_CASES]
 
 
-@pytest.mark.parametrize("top, scale, member, exc", _info_params({
-    "sharding-2-chunk-sizes": _BUG_SHARDING_MESSAGE,
-}))
+@pytest.mark.parametrize("top, scale, member, exc", _info_params())
 def test_invalid_info_rejected_for_new_dataset(tmp_path, top, scale, member, exc):
     info = _mutated_info(top, scale)
     frozen = copy.deepcopy(info)
@@ -275,11 +263,7 @@ def test_invalid_info_rejected_for_new_dataset(tmp_path, top, scale, member, exc
     assert info == frozen, "the caller's info dict was modified"
 
 
-@pytest.mark.parametrize("top, scale, member, exc", _info_params({
-    "sharding-2-chunk-sizes": _BUG_SHARDING_MESSAGE,
-    "encoding-compresso": _BUG_PARSE_INFO_SUBCLASS,
-    "encoding-jxl": _BUG_PARSE_INFO_SUBCLASS,
-}))
+@pytest.mark.parametrize("top, scale, member, exc", _info_params())
 def test_invalid_info_rejected_for_existing_dataset(tmp_path, top, scale, member, exc):
     info = _mutated_info(top, scale)
     # Python's json writes NaN/Infinity tokens, which Python's json reads back:
@@ -309,8 +293,6 @@ def test_info_file_not_a_json_object(tmp_path, content):
     b"[" * 100_000,
     b'{"a":' * 100_000,
 ], ids=["nested-lists", "nested-objects"])
-@pytest.mark.xfail(reason="BUG: info.parse_info catches only ValueError/UnicodeDecodeError; "
-                   "json.loads raises RecursionError on deeply nested input", strict=True)
 def test_deeply_nested_info_is_invalid_not_a_crash(tmp_path, content):
     # json.loads raises RecursionError (not ValueError) on this.
     (tmp_path / "info").write_bytes(content)
@@ -349,10 +331,7 @@ def test_png_uint16_several_channels_is_refused_cleanly(tmp_path):
     base_info(encoding="jpeg", jpeg_quality=50.0),
     base_info(encoding="png", png_level=0),
     base_info(sharding=None),
-    pytest.param(base_info(encoding="jpeg", jpeg_quality=0), marks=pytest.mark.xfail(
-        reason="BUG: chunk_encoding.JpegChunkEncoder.__init__ rejects jpeg_quality 0 "
-        "with ValueError although info._validate_scale (and the format) allow 0..100",
-        strict=True), id="jpeg_quality-0"),
+    base_info(encoding="jpeg", jpeg_quality=0),
 ], ids=["integral-floats", "fractional-resolution", "unknown-members", "extra-scale-member",
         "key-with-dots", "jpeg_quality-integral-float", "png_level-0", "sharding-null",
         "jpeg_quality-0"])
@@ -412,9 +391,6 @@ def test_accessor_refuses_paths_outside_the_dataset(tmp_path, key):
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.xfail(reason="BUG: info.resolve_scale_key accepts NUL in keys and "
-                   "file_accessor.FileAccessor._read_first/_write_atomically let open()/mkdir()'s "
-                   "ValueError('embedded null byte') escape", strict=True)
 def test_scale_key_with_nul_byte(tmp_path):
     """A JSON string may hold U+0000; the OS cannot. Documented error, no crash."""
     (tmp_path / "info").write_text(json.dumps(base_info(key="s\u00000")))
@@ -934,3 +910,13 @@ def test_fuzzed_chunks(tmp_path, data_type, encoding, num_channels):
             assert got.dtype == np.dtype(data_type)
             outcomes["array"] += 1
         assert outcomes["error"] > 0, outcomes
+
+
+def test_sharded_scale_is_refused_not_read_as_zeros(tmp_path):
+    from napari_precomputed.errors import UnsupportedEncodingError
+
+    info = base_info(sharding={"@type": "neuroglancer_uint64_sharded_v1", "hash": "identity",
+                               "preshift_bits": 0, "minishard_bits": 0, "shard_bits": 0})
+    (tmp_path / "info").write_text(json.dumps(info))
+    with pytest.raises(UnsupportedEncodingError, match="sharded"):
+        get_IO_for_existing_dataset(get_accessor_for_url(str(tmp_path)))

@@ -280,13 +280,14 @@ class JpegChunkEncoder(_ImageChunkEncoder):
             raise IncompatibleEncoderError(
                 "the jpeg encoding stores uint8 data with 1 or 3 channels, not "
                 f"{self.num_channels} channel(s) of {data_type}")
+        # The format allows 0 (libjpeg treats it as 1); we write with 1 to 100.
         if type(jpeg_quality) is bool or int(jpeg_quality) != jpeg_quality \
-                or not 1 <= jpeg_quality <= 100:
+                or not 0 <= jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must be an integer from 1 to 100, not "
                              f"{jpeg_quality!r}")
         if jpeg_plane not in ("xy", "xz"):
             raise ValueError(f"JPEG plane must be 'xy' or 'xz', not {jpeg_plane!r}")
-        self.jpeg_quality = int(jpeg_quality)
+        self.jpeg_quality = max(1, int(jpeg_quality))
         self.jpeg_plane = jpeg_plane
         self._modes = {"L": 1} if self.num_channels == 1 else {"RGB": 3}
 

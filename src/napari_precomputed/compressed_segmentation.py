@@ -106,11 +106,19 @@ class _Grid:
         self.words_for_bits = np.zeros(33, dtype=np.int64)
         for b in VALID_BITS:
             self.words_for_bits[b] = _words_per_block(b, self.block_voxels)
-        self.pad_positions = None
+        self.pad_mask = self.pad_positions = None
         if not self.exact:
-            self.pad_positions = np.flatnonzero(self._padding_mask())
+            self.pad_mask = self._padding_mask()
+            self.pad_positions = np.flatnonzero(self.pad_mask)
+            self.pad_mask.setflags(write=False)
             self.pad_positions.setflags(write=False)
         self.words_for_bits.setflags(write=False)
+        # (gz, gy, gx) of every block, to scatter whole blocks into the chunk.
+        self.block_zyx_index = tuple(
+            a.ravel() for a in np.indices(self.grid, dtype=np.intp)
+        )
+        for a in self.block_zyx_index:
+            a.setflags(write=False)
 
     def _axis_coords(self):
         """Per-axis chunk coordinates of the padded grid, shaped (G, B)."""
@@ -528,8 +536,8 @@ def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c
             f"channel {c}: block {grid.block_coords(i)} has encoded bit width {bits[i]}, "
             f"not one of {VALID_BITS}"
         )
-    table_start = (head0 & 0xFFFFFF).astype(np.int64) + base
-    values_start = header[1::2].astype(np.int64) + base
+    table_start = (head0 & 0xFFFFFF).astype(np.intp) + base
+    values_start = header[1::2].astype(np.intp) + base
     bad = table_start > nwords
     if bad.any():
         i = int(np.argmax(bad))
@@ -547,60 +555,119 @@ def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c
             f"words) extend past the end of the {nwords}-word buffer"
         )
 
-    present = np.bincount(bits, minlength=33)
-    max_bits = max(b for b in VALID_BITS if present[b])
-    if present[max_bits] == nblocks and max_bits:
-        indices = _unpack(words_le, values_start, max_bits, block_voxels)
-        if not indices.flags.c_contiguous and grid.pad_positions is not None:
-            indices = np.ascontiguousarray(indices)
-    else:
-        index_dtype = np.uint8 if max_bits <= 8 else np.uint16 if max_bits <= 16 else np.uint32
-        indices = np.zeros((nblocks, block_voxels), dtype=index_dtype)
-        for b in VALID_BITS[1:]:
-            if present[b]:
-                members = np.flatnonzero(bits == b)
-                indices[members] = _unpack(words_le, values_start[members], b, block_voxels)
-
-    if grid.pad_positions is not None:
-        # Padding indices are arbitrary and never read; zeroing them lets one
-        # per-block maximum validate exactly the in-chunk indices (every block
-        # has at least one in-chunk voxel, so it needs entry 0 anyway).
-        if not indices.flags.writeable:
-            indices = indices.copy()
-        indices.reshape(-1)[grid.pad_positions] = 0
-
     wpe = 2 if wide else 1
+    # Complete table entries between each table offset and the buffer end.
     entries = (nwords - table_start) // wpe
-    largest = indices.max(axis=1)
-    bad = largest >= entries
-    if bad.any():
-        i = int(np.argmax(bad))
-        if bits[i] == 0:
+    if wide:
+        # Where entry 0 of each table sits in `source` (even pairs, then odd).
+        first = (table_start >> 1) + (table_start & 1) * n_even
+    else:
+        first = table_start
+
+    present = np.bincount(bits, minlength=33)
+    if present[0]:
+        bad = (bits == 0) & (entries < 1)
+        if bad.any():
+            i = int(np.argmax(bad))
             raise InvalidFormatError(
                 f"channel {c}: block {grid.block_coords(i)} has a single value but its "
                 f"lookup table offset {table_start[i] - base} leaves no complete table "
                 f"entry in the {nwords}-word buffer"
             )
+    groups = []
+    for b in VALID_BITS[1:]:
+        if present[b]:
+            members = np.flatnonzero(bits == b) if present[b] < nblocks else None
+            starts = values_start if members is None else values_start[members]
+            indices = _unpack(words_le, starts, b, block_voxels)
+            _check_indices(indices, members, b, entries, grid, table_start, base, nwords, c)
+            groups.append((members, indices))
+
+    if 2 * (nblocks - int(present[0])) <= nblocks:
+        _fill_blocks(source, first, groups, grid, out)
+    else:
+        _gather_voxels(source, first, groups, grid, out)
+
+
+def _check_indices(indices, members, bits, entries, grid, table_start, base, nwords, c):
+    """Reject in-chunk indices that point past the complete table entries.
+
+    Only blocks whose table has fewer than ``2**bits`` complete entries before
+    the buffer end can hold a bad index; with writer-produced buffers that is
+    at most the last few blocks, so this usually costs nothing.  Padding
+    indices of those blocks are zeroed in place (they are never part of the
+    output) so that later gathers stay inside the buffer.
+    """
+    block_entries = entries if members is None else entries[members]
+    suspect = np.flatnonzero(block_entries < (1 << bits))
+    if suspect.size == 0:
+        return
+    rows = indices[suspect]
+    blocks = suspect if members is None else members[suspect]
+    if grid.pad_mask is not None:
+        rows[grid.pad_mask[blocks]] = 0
+    largest = rows.max(axis=1)
+    bad = largest >= block_entries[suspect]
+    if bad.any():
+        k = int(np.argmax(bad))
+        i = int(blocks[k])
         raise InvalidFormatError(
-            f"channel {c}: block {grid.block_coords(i)} uses table index {largest[i]} but "
+            f"channel {c}: block {grid.block_coords(i)} uses table index {largest[k]} but "
             f"only {entries[i]} table entries fit between its lookup table offset "
             f"{table_start[i] - base} and the end of the {nwords}-word buffer"
         )
+    indices[suspect] = rows
 
-    # Where entry 0 of each block's table sits in `source`.
-    if wide:
-        first = (table_start >> 1) + (table_start & 1) * n_even
-    else:
-        first = table_start
-    index_type = np.uint32 if source.size < (1 << 32) else np.int64
-    first = first.astype(index_type)
+
+def _fill_blocks(source, first, groups, grid, out):
+    """Write the chunk block by block: suits chunks where most blocks hold one value.
+
+    Every block is first filled with its table entry 0 (exact for b = 0
+    blocks), then multi-valued blocks are gathered in block layout and
+    scattered into place.
+    """
     gz, gy, gx, bz, by, bx = grid.blocks6
-    indices6 = indices.reshape(grid.blocks6).transpose(0, 3, 1, 4, 2, 5)
-    position = np.add(indices6, first.reshape(gz, 1, gy, 1, gx, 1), dtype=index_type, order="C")
+    full = out if grid.exact else np.empty(grid.padded, dtype=out.dtype)
+    entry0 = np.take(source, first, mode="clip")
+    # Repeat along x first so the broadcast copy runs over whole x rows.
+    rows = np.repeat(entry0.reshape(gz, gy, gx), bx, axis=2)
+    full.reshape(gz, bz, gy, by, gx * bx)[...] = rows.reshape(gz, 1, gy, 1, gx * bx)
+    blocks = full.reshape(gz, bz, gy, by, gx, bx).transpose(0, 2, 4, 1, 3, 5)
+    bzi, byi, bxi = grid.block_zyx_index
+    for members, indices in groups:
+        if members is None:
+            members = np.arange(grid.nblocks)
+        position = np.add(indices, first[members][:, None], dtype=np.intp)
+        values = np.take(source, position, mode="clip")
+        blocks[bzi[members], byi[members], bxi[members]] = values.reshape(-1, bz, by, bx)
+    if full is not out:
+        Z, Y, X = grid.shape
+        out[...] = full[:Z, :Y, :X]
+
+
+def _gather_voxels(source, first, groups, grid, out):
+    """Write the chunk with one table gather over all voxels: suits dense chunks."""
+    nblocks, block_voxels = grid.nblocks, grid.block_voxels
+    gz, gy, gx, bz, by, bx = grid.blocks6
+    if len(groups) == 1 and groups[0][0] is None:
+        indices = np.ascontiguousarray(groups[0][1])
+    else:
+        dtype = np.result_type(*(g[1].dtype for g in groups))
+        indices = np.zeros((nblocks, block_voxels), dtype=dtype)
+        for members, group in groups:
+            indices[members] = group
+    # Move whole x rows of a block (viewed as one opaque item) so that the
+    # block -> chunk transposition copies gz*gy*gx*bz*by items, not voxels.
+    row = np.dtype((np.void, bx * indices.dtype.itemsize))
+    rows = indices.view(row).reshape(gz, gy, gx, bz, by)
+    in_chunk = np.ascontiguousarray(rows.transpose(0, 3, 1, 4, 2)).view(indices.dtype)
+    xp = gx * bx
+    first_rows = np.repeat(first.reshape(gz, gy, gx), bx, axis=2).reshape(gz, 1, gy, 1, xp)
+    position = np.add(in_chunk.reshape(gz, bz, gy, by, xp), first_rows, dtype=np.intp)
     position = position.reshape(grid.padded)
     if not grid.exact:
         Z, Y, X = grid.shape
         position = position[:Z, :Y, :X]
-    # Every position was validated above; 'clip' skips numpy's buffered
-    # bounds-checking path and would in any case never read outside `source`.
+    # Every in-chunk position was validated; 'clip' avoids numpy's buffered
+    # bounds-checking path and could never read outside `source` anyway.
     np.take(source, position, out=out, mode="clip")

@@ -22,11 +22,12 @@ class InvalidInfoError(Exception):
 
 
 class UnsupportedEncodingError(InvalidInfoError):
-    """Raised for an encoding the format allows but this package cannot decode.
+    """Raised for a valid dataset this package cannot read yet.
 
-    ``compresso`` and ``jxl`` are valid Neuroglancer encodings; a dataset using
-    them is not *invalid*, but it cannot be read here. Subclassing
-    :class:`InvalidInfoError` keeps reference-style ``except`` clauses working.
+    ``compresso`` and ``jxl`` are valid Neuroglancer encodings, and sharded
+    scales a valid storage layout; a dataset using them is not *invalid*, but
+    it cannot be read here. Subclassing :class:`InvalidInfoError` keeps
+    reference-style ``except`` clauses working.
     """
 
 

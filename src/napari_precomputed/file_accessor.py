@@ -129,14 +129,14 @@ class FileAccessor(Accessor):
                 return f.read()
         except (FileNotFoundError, NotADirectoryError):
             pass
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise DataAccessError(f"cannot read {path}: {exc}") from exc
         try:
             with open(gz_path, "rb") as f:
                 compressed = f.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise DataAccessError(f"cannot read {gz_path}: {exc}") from exc
         return _gunzip(compressed, gz_path)
 
@@ -145,7 +145,7 @@ class FileAccessor(Accessor):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
                                             dir=path.parent)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise DataAccessError(f"cannot create {path}: {exc}") from exc
         try:
             with os.fdopen(fd, "wb") as f:

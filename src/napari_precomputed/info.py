@@ -193,8 +193,8 @@ def _validate_scale(scale, index, data_type, num_channels):
     if sharding is not None:
         if len(chunk_sizes) != 1:
             raise InvalidInfoError(
-                f"info['scales'][{index}] is sharded and so must have exactly one "
-                "chunk size")
+                f"{_where(index, 'chunk_sizes')} must hold exactly one chunk size "
+                "because the scale has 'sharding'")
         _validate_sharding(sharding, _where(index, "sharding"))
 
 
@@ -233,12 +233,13 @@ def parse_info(text, source="info"):
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text).decode("utf-8")
         info = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInfoError(f"{source} is not valid JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidInfoError(f"{source} is not valid JSON: {exc}") from None
     try:
         validate_info(info)
     except InvalidInfoError as exc:
-        raise InvalidInfoError(f"{source}: {exc}") from None
+        # Keep the subclass (e.g. UnsupportedEncodingError) callers may catch.
+        raise type(exc)(f"{source}: {exc}") from None
     return info
 
 
@@ -254,6 +255,8 @@ def resolve_scale_key(key):
     :returns: the normalised key, e.g. ``"8_8_8"``
     :raises InvalidInfoError: if the key is empty or escapes the dataset
     """
+    if "\0" in key:
+        raise InvalidInfoError(f"scale key {key!r} contains a NUL character")
     if key.startswith(("/", "\\")) or (len(key) > 1 and key[1] == ":"):
         raise InvalidInfoError(f"scale key {key!r} is an absolute path")
     parts = []

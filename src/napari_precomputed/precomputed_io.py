@@ -10,7 +10,7 @@ import json
 import numpy as np
 
 from .chunk_encoding import get_encoder
-from .errors import InvalidChunkCoordsError, InvalidFormatError
+from .errors import InvalidChunkCoordsError, InvalidFormatError, UnsupportedEncodingError
 from .info import chunk_name, chunk_shape, parse_info, validate_info
 
 __all__ = [
@@ -90,6 +90,11 @@ class PrecomputedIO:
         self._encoders = {}
         for scale_info in info["scales"]:
             key = scale_info["key"]
+            if scale_info.get("sharding") is not None:
+                # Reading shards as unsharded chunks would show zeros
+                # everywhere: refuse instead of showing wrong data.
+                raise UnsupportedEncodingError(
+                    f"scale {key!r} is sharded, which napari-precomputed cannot read yet")
             self._scales[key] = scale_info
             self._encoders[key] = get_encoder(info, scale_info, encoder_options)
 
