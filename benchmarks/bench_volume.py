@@ -7,7 +7,8 @@ uint64 with 8^3 blocks), a volume of the given (x, y, z) size in 64^3 chunks is
 written to a fresh folder and read back whole, once by napari-precomputed's
 core (``volume.write_region`` / ``volume.read_region``) and once by
 TensorStore, in the same run; then one XY plane in the middle of the volume is
-read by both. Times are the median of ``--repeat`` runs; the ratio is ours /
+read by both. "lazy read" and "lazy plane" read the same through the
+``PrecomputedArray`` that napari slices, against the same TensorStore figures. Times are the median of ``--repeat`` runs; the ratio is ours /
 TensorStore's (below 1 means we are faster).
 """
 
@@ -162,6 +163,19 @@ def bench_case(name, case, size, repeat, workdir):
 
     results["xy plane"] = (_median_time(ours_plane, repeat * 3),
                            _median_time(ts_plane, repeat * 3))
+
+    # The same through the lazy array napari slices (issue: reader), with an
+    # empty chunk cache each time.
+    def lazy_array():
+        from napari_precomputed.lazy_array import PrecomputedArray
+
+        io = get_IO_for_existing_dataset(get_accessor_for_url(str(ours_dir)))
+        return PrecomputedArray(io, "s0", channel=0)
+
+    results["lazy read"] = (_median_time(lambda: np.asarray(lazy_array()), repeat),
+                            results["read"][1])
+    results["lazy plane"] = (_median_time(lambda: lazy_array()[z_mid], repeat * 3),
+                             results["xy plane"][1])
     fresh(ours_dir)
     fresh(ts_dir)
     return [{"case": name, "operation": op, "ours_s": o, "tensorstore_s": t, "ratio": o / t}

@@ -221,3 +221,33 @@ def test_sample_data(make_napari_viewer):
     viewer.open_sample(PLUGIN, "synthetic_em")
     assert [layer._type_string for layer in viewer.layers] == ["image", "labels"]
     assert len(viewer.layers[0].data) == 3
+
+
+def _drop(viewer, path):
+    from qtpy.QtCore import QMimeData, QPointF, Qt, QUrl
+    from qtpy.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    viewer.window._qt_viewer.dropEvent(event)
+
+
+def test_drag_and_drop_info_file_opens_without_a_dialog(make_napari_viewer, image_dataset):
+    path, volume, _ = image_dataset
+    viewer = make_napari_viewer()
+    _drop(viewer, path / "info")
+    assert [layer.name for layer in viewer.layers] == ["em"]
+    np.testing.assert_array_equal(np.asarray(viewer.layers[0].data[0][4]), volume[0, 4])
+
+
+def test_drag_and_drop_folder_with_remembered_reader(make_napari_viewer, image_dataset):
+    from napari.settings import get_settings
+
+    path, volume, _ = image_dataset
+    viewer = make_napari_viewer()
+    # napari's own reader accepts folders too; the choice dialog can remember ours.
+    get_settings().plugins.extension2reader = {"*/em/": PLUGIN}
+    _drop(viewer, path)
+    assert [layer.name for layer in viewer.layers] == ["em"]

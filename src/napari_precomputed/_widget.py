@@ -1,0 +1,295 @@
+"""The export panel: choose a layer and the encoding, watch the export progress.
+
+The export runs in a napari thread worker that yields (chunks done, total);
+the viewer stays responsive, Cancel stops it after the chunks in flight, and
+a finished export can be opened straight back. The panel reaches the viewer
+only through its public API (``viewer.layers``, ``viewer.open``).
+"""
+
+import os
+import threading
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    TupleEdit,
+)
+
+PLUGIN = "napari-precomputed"
+_JPEG_MAX_SIDE = 65500
+_AUTO_LEVELS = 0
+
+
+def encodings_for(layer_type, dtype):
+    """Encodings that can store the layer's values, the default first.
+
+    An encoding qualifies when its data type holds every value of the
+    layer's type, or when the export checks each chunk (labels stored
+    unsigned, 64-bit data narrowed to 32 bits).
+    """
+    from .export import default_encoding, export_dtype
+
+    type_ = "segmentation" if layer_type == "labels" else "image"
+    order = ["compressed_segmentation", "raw"] if layer_type == "labels" else \
+        ["raw", "jpeg", "png", "compressed_segmentation"]
+    source = np.dtype(dtype)
+    out = []
+    for encoding in order:
+        try:
+            target = np.dtype(export_dtype(source, type_, encoding))
+        except ValueError:
+            continue
+        by_type = source.kind == "b" or np.can_cast(source, target, "safe")
+        checked = ((layer_type == "labels" and source.kind in "iu")
+                   or (source.itemsize == 8 and target.kind == source.kind))
+        if by_type or checked:
+            out.append(encoding)
+    default = default_encoding(type_)
+    if default in out:
+        out.remove(default)
+        out.insert(0, default)
+    return out
+
+
+def validate_options(volume_shape, encoding, chunk_size, block_size, path, overwrite,
+                     channels):
+    """Problems that would make the export fail, explained before it starts."""
+    problems = []
+    if not path:
+        problems.append("Choose an output folder.")
+    elif os.path.exists(os.path.join(path, "info")) and not overwrite:
+        problems.append(f"{path} already holds a dataset; tick 'overwrite' to replace it.")
+    elif os.path.isfile(path):
+        problems.append(f"{path} is a file; choose a folder.")
+    if encoding == "jpeg":
+        if channels not in (1, 3):
+            problems.append(f"JPEG stores 1 or 3 channels, not {channels}.")
+        cx, cy, cz = (min(c, s) for c, s in zip(chunk_size, volume_shape[:0:-1]))
+        if cy * cz > _JPEG_MAX_SIDE:
+            problems.append(
+                f"A {cx}x{cy}x{cz} chunk makes a JPEG image {cy * cz} pixels high; JPEG "
+                f"allows {_JPEG_MAX_SIDE}. Use smaller chunks.")
+    if encoding == "png" and channels > 4:
+        problems.append(f"PNG stores 1 to 4 channels, not {channels}.")
+    if min(chunk_size) < 1:
+        problems.append("Chunk sizes must be at least 1.")
+    if encoding == "compressed_segmentation" and min(block_size) < 1:
+        problems.append("Block sizes must be at least 1.")
+    return problems
+
+
+class ExportWidget(Container):
+    """Export an Image or Labels layer as a Neuroglancer precomputed dataset."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._worker = None
+        self._cancel = threading.Event()
+        self._last_output = None
+
+        self.layer = ComboBox(label="layer", choices=self._layer_choices)
+        self.output = FileEdit(label="output folder", mode="w", filter="")
+        self.encoding = ComboBox(label="encoding", choices=[])
+        self.jpeg_quality = SpinBox(label="JPEG quality", min=1, max=100, value=95)
+        self.jpeg_plane = ComboBox(label="JPEG plane", choices=["xy", "xz"], value="xy")
+        self.block_size = TupleEdit(label="block size (x, y, z)", value=(8, 8, 8),
+                                    options={"min": 1, "max": 512})
+        self.chunk_size = TupleEdit(label="chunk size (x, y, z)", value=(64, 64, 64),
+                                    options={"min": 1, "max": 4096})
+        self.levels = SpinBox(label="pyramid levels", min=_AUTO_LEVELS, max=32,
+                              value=_AUTO_LEVELS)
+        self.levels.native.setSpecialValueText("automatic")
+        self.method = ComboBox(label="downsampling", choices=["mean", "stride"])
+        self.gzip = CheckBox(text="gzip chunk files (.gz)", value=False)
+        self.overwrite = CheckBox(text="overwrite an existing dataset", value=False)
+        self.message = Label(value="")  # why the current choices cannot be exported
+        self.status = Label(value="")   # what the last export did
+        self.progress = ProgressBar(label="progress", min=0, max=1, value=0, visible=False)
+        self.export_button = PushButton(text="Export")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.open_button = PushButton(text="Open the exported dataset", visible=False)
+        self.extend([self.layer, self.output, self.encoding, self.jpeg_quality,
+                     self.jpeg_plane, self.block_size, self.chunk_size, self.levels,
+                     self.method, self.gzip, self.overwrite, self.message, self.status, self.progress,
+                     self.export_button, self.cancel_button, self.open_button])
+
+        self.layer.changed.connect(self._on_layer_changed)
+        for widget in (self.encoding, self.output, self.overwrite, self.chunk_size,
+                       self.block_size):
+            widget.changed.connect(self._update)
+        self.export_button.clicked.connect(self.start_export)
+        self.cancel_button.clicked.connect(self.cancel_export)
+        self.open_button.clicked.connect(self.open_result)
+        self._viewer.layers.events.inserted.connect(self._refresh_layers)
+        self._viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # layer and options -----------------------------------------------------
+
+    def _layer_choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self._viewer.layers
+                if _layer_type(layer) in ("image", "labels")]
+
+    def _refresh_layers(self, event=None):
+        self.layer.reset_choices()
+        if self.layer.value is None:
+            active = self._viewer.layers.selection.active
+            if active is not None and _layer_type(active) in ("image", "labels"):
+                self.layer.value = active
+        self._on_layer_changed()
+
+    def _on_layer_changed(self, event=None):
+        layer = self.layer.value
+        if layer is None:
+            self.encoding.choices = []
+            self._update()
+            return
+        kind = _layer_type(layer)
+        dtype = _layer_dtype(layer)
+        # magicgui keeps surviving choices in place; clear to get our order.
+        for combo, choices in ((self.encoding, encodings_for(kind, dtype)),
+                               (self.method, ["mode", "stride"] if kind == "labels"
+                                else ["mean", "stride"])):
+            combo.choices = []
+            combo.choices = choices
+            combo.value = choices[0] if choices else None
+        if not self.output.value or str(self.output.value) in ("", "."):
+            self.output.value = os.path.join(os.path.expanduser("~"), layer.name)
+        self._update()
+
+    def _update(self, event=None):
+        encoding = self.encoding.value
+        self.jpeg_quality.visible = self.jpeg_plane.visible = encoding == "jpeg"
+        self.block_size.visible = encoding == "compressed_segmentation"
+        problems = self.problems()
+        self.message.value = "\n".join(problems)
+        busy = self._worker is not None
+        self.export_button.enabled = not problems and not busy
+
+    def problems(self):
+        """Why the current choices cannot be exported (empty when they can)."""
+        layer = self.layer.value
+        if layer is None:
+            return ["Add an image or labels layer to export."]
+        if not self.encoding.choices:
+            return [f"No encoding can store {_layer_dtype(layer)} data."]
+        from ._layer_export import volume_for_layer
+
+        data, meta = _data_and_meta(layer)
+        try:
+            volume, _, _ = volume_for_layer(data, meta, _layer_type(layer))
+        except ValueError as exc:
+            return [str(exc)]
+        return validate_options(volume.shape, self.encoding.value, self.chunk_size.value,
+                                self.block_size.value, _path(self.output.value),
+                                self.overwrite.value, volume.shape[0])
+
+    # running ---------------------------------------------------------------
+
+    def start_export(self):
+        """Start the export in a thread worker (returns the worker)."""
+        from napari.qt.threading import create_worker
+
+        from ._layer_export import info_for_layer
+        from .export import iter_export
+
+        problems = self.problems()
+        if problems:
+            self.message.value = "\n".join(problems)
+            return None
+        layer = self.layer.value
+        data, meta = _data_and_meta(layer)
+        path = _path(self.output.value)
+        try:
+            volume, info = info_for_layer(
+                data, meta, _layer_type(layer), encoding=self.encoding.value,
+                chunk_size=self.chunk_size.value, block_size=self.block_size.value,
+                jpeg_quality=self.jpeg_quality.value,
+                levels=None if self.levels.value == _AUTO_LEVELS else self.levels.value)
+        except Exception as exc:  # noqa: BLE001 - shown in the panel, nothing started
+            self.status.value = f"Cannot export: {exc}"
+            return None
+        # Cancelling sets this event: the export stops inside its dask graph
+        # and the worker then returns normally, nothing left running.
+        self._cancel = threading.Event()
+        steps = iter_export(volume, path, info, method=self.method.value,
+                            overwrite=self.overwrite.value, gzip=self.gzip.value,
+                            encoder_options={"jpeg_quality": self.jpeg_quality.value,
+                                             "jpeg_plane": self.jpeg_plane.value},
+                            cancel=self._cancel)
+        worker = create_worker(lambda: (yield from steps), _start_thread=False)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda _: self._on_returned(path))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_worker_done)
+        self._worker = worker
+        self._last_output = None
+        self.progress.visible = True
+        self.progress.value = 0
+        self.cancel_button.enabled = True
+        self.open_button.visible = False
+        self.status.value = f"Exporting {layer.name} to {path}…"
+        self._update()
+        worker.start()
+        return worker
+
+    def cancel_export(self):
+        """Stop the running export after the chunks being written."""
+        if self._worker is not None:
+            self.status.value = "Cancelling…"
+            self._cancel.set()
+
+    def open_result(self):
+        """Open the last exported dataset in the viewer."""
+        if self._last_output:
+            return self._viewer.open(self._last_output, plugin=PLUGIN)
+        return []
+
+    def _on_progress(self, step):
+        done, total = step
+        self.progress.max = max(total, 1)
+        self.progress.value = done
+
+    def _on_returned(self, path):
+        if self._cancel.is_set():
+            self.status.value = ("Export cancelled. The chunks written are complete; "
+                                 "export again with 'overwrite' to finish it.")
+            return
+        self._last_output = path
+        self.status.value = f"Exported to {path}"
+        self.open_button.visible = True
+
+    def _on_error(self, exc):
+        self.status.value = f"Export failed: {exc}"
+
+    def _on_worker_done(self):
+        self._worker = None
+        self.cancel_button.enabled = False
+        self._update()
+
+
+def _layer_type(layer):
+    return type(layer).__name__.lower()
+
+
+def _layer_dtype(layer):
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return data.dtype
+
+
+def _data_and_meta(layer):
+    data, meta, _ = layer.as_layer_data_tuple()
+    return data, meta
+
+
+def _path(value):
+    text = os.fspath(value) if value is not None else ""
+    return "" if text in ("", ".") else os.path.abspath(os.path.expanduser(text))

@@ -1,0 +1,331 @@
+"""Exporting arrays (NumPy or dask, possibly larger than memory) as precomputed datasets.
+
+The whole pyramid is one dask graph: the source is cut into blocks aligned
+with the chunks of the finest scale, each coarser scale is a ``map_blocks``
+downsampling of the one before, and every chunk of every scale is stored by a
+:class:`ScaleTarget` as soon as it is computed. Each source region is thus
+read once, memory stays bounded by the blocks in flight, and the graph runs
+unchanged on any dask scheduler (threads by default, or a dask.distributed
+cluster: targets are picklable).
+
+:func:`iter_export` yields progress and can be stopped at any point; chunk
+files are written atomically, so a stopped or killed export leaves only
+complete chunks, and exporting again with ``overwrite=True`` repairs it.
+"""
+
+import concurrent.futures
+import os
+import queue
+import threading
+
+import numpy as np
+
+from .accessor import get_accessor_for_url
+from .downsample import downsample
+from .info import ENCODING_DATA_TYPES, validate_info
+from .pyramid import pyramid_scales, scale_key_for_resolution
+
+__all__ = ["ExportCancelled", "make_info", "export_dtype", "iter_export", "export"]
+
+
+class ExportCancelled(Exception):
+    """Raised inside the dask graph when an export is stopped."""
+
+
+def default_encoding(type_):
+    """compressed_segmentation for segmentations, raw for images."""
+    return "compressed_segmentation" if type_ == "segmentation" else "raw"
+
+
+def export_dtype(dtype, type_, encoding):
+    """The precomputed data type an array of ``dtype`` is stored as.
+
+    Types the format has are kept, except where the encoding needs another
+    (labels of 8/16 bits and any signed labels go to uint32/uint64 for
+    compressed_segmentation; booleans to uint8). Wider types (int64,
+    float64) are narrowed, and :func:`checked_cast` verifies chunk by chunk
+    that nothing is lost.
+
+    :raises ValueError: if no precomputed data type can hold ``dtype``
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        dtype = np.dtype("uint8")
+    allowed = [np.dtype(t) for t in ENCODING_DATA_TYPES[encoding][0]]
+    if dtype in allowed:
+        return dtype.name
+    if dtype.kind not in "iuf":
+        raise ValueError(f"{dtype} data cannot be stored in a precomputed volume")
+    if dtype.kind == "f":
+        kind = "f"
+    else:
+        # Labels are ids: unsigned. Signed image data stays signed.
+        kind = "u" if type_ == "segmentation" or dtype.kind == "u" else "i"
+    candidates = sorted((t for t in allowed if t.kind == kind), key=lambda t: t.itemsize) \
+        or sorted(allowed, key=lambda t: t.itemsize)
+    # Widen when possible (lossless); else the widest, checked chunk by chunk.
+    wider = [t for t in candidates if t.itemsize >= dtype.itemsize]
+    return (wider[0] if wider else candidates[-1]).name
+
+
+def checked_cast(block, dtype):
+    """``block`` as ``dtype``, raising ValueError if any value changes."""
+    dtype = np.dtype(dtype)
+    if block.dtype == dtype:
+        return block
+    if block.dtype.kind in "iub" and dtype.kind in "iu":
+        # A round trip would not notice wrapping (-1 -> 2**64 - 1 -> -1).
+        limits = np.iinfo(dtype)
+        same = block.size == 0 or (limits.min <= block.min() and block.max() <= limits.max)
+        out = block.astype(dtype)
+    else:
+        out = block.astype(dtype)
+        same = np.array_equal(out.astype(block.dtype), block,
+                              equal_nan=block.dtype.kind == "f")
+    if not same:
+        raise ValueError(
+            f"the data has values that {dtype.name} cannot hold exactly "
+            f"(converting from {block.dtype.name}); choose another encoding or convert "
+            "the layer first")
+    return out
+
+
+def make_info(shape, dtype, type_="image", resolution=(1, 1, 1), voxel_offset=(0, 0, 0),
+              encoding=None, chunk_size=(64, 64, 64), block_size=(8, 8, 8),
+              jpeg_quality=None, levels=None):
+    """The info of a new dataset for a (C, Z, Y, X) array, with its pyramid.
+
+    :param shape: (C, Z, Y, X)
+    :param dtype: the array's dtype (see :func:`export_dtype`)
+    :param str type_: ``"image"`` or ``"segmentation"``
+    :param resolution: (x, y, z) voxel size in nm
+    :param voxel_offset: (x, y, z) absolute position of the first voxel
+    :param str encoding: default raw for images, compressed_segmentation
+        for segmentations
+    :param chunk_size: (x, y, z), clipped to the volume
+    :param block_size: compressed_segmentation block size (x, y, z)
+    :param int jpeg_quality: written as the scale's ``jpeg_quality`` hint
+    :param levels: number of scales including the finest, or None to add
+        scales until the coarsest fits in one chunk
+    :raises InvalidInfoError: if the combination is not a valid dataset
+    """
+    encoding = encoding or default_encoding(type_)
+    c, z, y, x = (int(v) for v in shape)
+    size = [x, y, z]
+    scale0 = {
+        "key": scale_key_for_resolution(resolution),
+        "size": size,
+        "voxel_offset": [int(v) for v in voxel_offset],
+        "resolution": [float(r) if not float(r).is_integer() else int(r) for r in resolution],
+        "chunk_sizes": [[min(int(cs), s) for cs, s in zip(chunk_size, size)]],
+        "encoding": encoding,
+    }
+    if encoding == "compressed_segmentation":
+        scale0["compressed_segmentation_block_size"] = [int(b) for b in block_size]
+    if encoding == "jpeg" and jpeg_quality is not None:
+        scale0["jpeg_quality"] = int(jpeg_quality)
+    info = {
+        "@type": "neuroglancer_multiscale_volume",
+        "type": type_,
+        "data_type": export_dtype(dtype, type_, encoding),
+        "num_channels": c,
+        "scales": pyramid_scales(scale0, levels),
+    }
+    validate_info(info)
+    return info
+
+
+class ScaleTarget:
+    """A dask ``store`` target writing each block it receives as one chunk.
+
+    :param io: the dataset's PrecomputedIO
+    :param str scale_key: the scale written
+    :param counter: optional callable, called with no argument per chunk
+    :param cancel: optional :class:`threading.Event`; once set, the next
+        chunk raises :class:`ExportCancelled` instead of being written
+    """
+
+    def __init__(self, io, scale_key, counter=None, cancel=None):
+        self.io = io
+        self.scale_key = scale_key
+        scale = io.scale_info(scale_key)
+        self.offset = [int(o) for o in scale.get("voxel_offset", (0, 0, 0))]
+        self.dtype = np.dtype(io.info["data_type"])
+        x, y, z = scale["size"]
+        self.shape = (int(io.info["num_channels"]), int(z), int(y), int(x))
+        self.counter = counter
+        self.cancel = cancel
+
+    def __getstate__(self):
+        # Callbacks and events stay in the process that started the export.
+        state = dict(self.__dict__)
+        state["counter"] = state["cancel"] = None
+        return state
+
+    def __setitem__(self, index, block):
+        if self.cancel is not None and self.cancel.is_set():
+            raise ExportCancelled("export cancelled")
+        _, zs, ys, xs = index
+        coords = (self.offset[0] + xs.start, self.offset[0] + xs.stop,
+                  self.offset[1] + ys.start, self.offset[1] + ys.stop,
+                  self.offset[2] + zs.start, self.offset[2] + zs.stop)
+        self.io.write_chunk(checked_cast(np.asarray(block), self.dtype), self.scale_key,
+                            coords)
+        if self.counter is not None:
+            self.counter()
+
+
+class _AnyEvent:
+    """Set when any of the given events (None ignored) is set."""
+
+    def __init__(self, *events):
+        self._events = [e for e in events if e is not None]
+
+    def is_set(self):
+        return any(e.is_set() for e in self._events)
+
+
+def _downsample_block(block, factors, method):
+    return downsample(block, factors, method)
+
+
+def pyramid_arrays(data, info, method):
+    """One dask array per scale, each chunked exactly like the scale's chunks."""
+    import dask.array as da
+
+    scales = info["scales"]
+    c = int(info["num_channels"])
+
+    def chunks_for(scale):
+        cx, cy, cz = scale["chunk_sizes"][0]
+        return (c, int(cz), int(cy), int(cx))
+
+    level = da.asarray(data)
+    if level.ndim != 4:
+        raise ValueError(f"data must be (C, Z, Y, X), got {level.ndim} dimensions")
+    dtype = np.dtype(info["data_type"])
+    # Convert first, so coarser scales are computed from exactly what the
+    # finest scale stores (ties in the mode of int64 vs uint64 differ, say).
+    level = level.rechunk(chunks_for(scales[0])).map_blocks(checked_cast, dtype, dtype=dtype)
+    out = [level]
+    for previous, scale in zip(scales, scales[1:]):
+        fx, fy, fz = (int(round(r / p)) for r, p in zip(scale["resolution"],
+                                                         previous["resolution"]))
+        cx, cy, cz = scale["chunk_sizes"][0]
+        source = out[-1].rechunk((c, cz * fz, cy * fy, cx * fx))
+        level = source.map_blocks(
+            _downsample_block, (fz, fy, fx), method, dtype=source.dtype,
+            chunks=tuple(tuple(-(-b // f) for b in axis_chunks)
+                         for axis_chunks, f in zip(source.chunks, (1, fz, fy, fx))))
+        out.append(level.rechunk(chunks_for(scale)))
+    return out
+
+
+def _prepare(data, url, info, overwrite, gzip, encoder_options):
+    from .precomputed_io import get_IO_for_new_dataset
+
+    accessor = get_accessor_for_url(url, {"gzip": gzip})
+    return get_IO_for_new_dataset(info, accessor, overwrite_info=overwrite,
+                                  encoder_options=encoder_options or {})
+
+
+def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
+                encoder_options=None, scheduler="threads", num_workers=None, cancel=None):
+    """Write ``data`` and its pyramid; a generator of progress.
+
+    :param data: (C, Z, Y, X) NumPy or dask array
+    :param str url: destination folder (or ``file://`` URL)
+    :param dict info: from :func:`make_info`
+    :param str method: downsampling, ``"mean"``, ``"mode"`` or ``"stride"``
+        (default: mean for images, mode for segmentations)
+    :param bool overwrite: replace an existing ``info`` (and chunks); without
+        it an existing dataset raises :class:`DataAccessError` before anything
+        is written
+    :param bool gzip: write ``.gz`` chunk files (see FileAccessor)
+    :param dict encoder_options: e.g. ``jpeg_quality``, ``jpeg_plane``
+    :param scheduler: a dask scheduler name or client-provided ``get``
+    :param num_workers: threads for the threaded scheduler
+    :param cancel: optional :class:`threading.Event`; setting it (from any
+        thread) stops the export after the chunks being written, and the
+        generator then ends normally
+    :yields: ``(chunks_done, chunks_total)``; closing the generator stops
+        the export too
+    :raises DataAccessError: if the destination cannot be written
+    :raises ValueError: if a value cannot be stored in the data type
+    """
+    import dask.array as da
+
+    method = method or ("mode" if info["type"] == "segmentation" else "mean")
+    io = _prepare(data, url, info, overwrite, gzip, encoder_options)
+    arrays = pyramid_arrays(data, info, method)
+    total = sum(int(np.prod(a.numblocks)) for a in arrays)
+    progress = queue.SimpleQueue()
+    closed = threading.Event()
+    stop = _AnyEvent(closed, cancel)
+    targets = [ScaleTarget(io, scale["key"], counter=lambda: progress.put(1), cancel=stop)
+               for scale in info["scales"]]
+    outcome = {}
+
+    def run():
+        pool = None
+        kwargs = {"scheduler": scheduler}
+        if scheduler == "threads":
+            # Our own pool, so that we can wait for chunks still being written
+            # when another task fails: dask raises without waiting for them.
+            pool = concurrent.futures.ThreadPoolExecutor(num_workers or os.cpu_count() or 1)
+            kwargs["pool"] = pool
+        elif num_workers:
+            kwargs["num_workers"] = num_workers
+        try:
+            da.store(arrays, targets, lock=False, **kwargs)
+        except BaseException as exc:  # handed to the generator's thread
+            outcome["error"] = exc
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            progress.put(None)
+
+    worker = threading.Thread(target=run, name="napari-precomputed-export", daemon=True)
+    worker.start()
+    done = 0
+    try:
+        yield done, total
+        while True:
+            item = progress.get()
+            if item is None:
+                break
+            done += 1
+            yield done, total
+    finally:
+        closed.set()
+        worker.join()
+    error = outcome.get("error")
+    if error is not None and not isinstance(error, ExportCancelled):
+        raise error
+
+
+def export(data, url, info, method=None, overwrite=False, gzip=False, encoder_options=None,
+           scheduler="threads", num_workers=None, progress_bar=False):
+    """Write ``data`` and its pyramid (see :func:`iter_export`); returns the info.
+
+    :param bool progress_bar: show a tqdm progress bar on the terminal
+    """
+    steps = iter_export(data, url, info, method=method, overwrite=overwrite, gzip=gzip,
+                        encoder_options=encoder_options, scheduler=scheduler,
+                        num_workers=num_workers)
+    if progress_bar:
+        from tqdm import tqdm
+
+        bar = None
+        for done, total in steps:
+            if bar is None:
+                bar = tqdm(total=total, unit="chunk", desc="exporting")
+            bar.n = done
+            bar.refresh()
+        if bar is not None:
+            bar.close()
+    else:
+        for _ in steps:
+            pass
+    return info
+

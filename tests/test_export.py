@@ -1,0 +1,253 @@
+"""Exporting layers: npe2 writers, the export panel, pyramids, cancel and repair."""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import label_volume, smooth_volume
+
+from napari_precomputed.accessor import get_accessor_for_url
+from napari_precomputed.downsample import downsample_mean, downsample_mode
+from napari_precomputed.export import iter_export, make_info
+from napari_precomputed.precomputed_io import get_IO_for_existing_dataset
+from napari_precomputed.volume import read_region, scale_bounds
+
+PLUGIN = "napari-precomputed"
+
+
+def read_scales(path):
+    io = get_IO_for_existing_dataset(get_accessor_for_url(str(path)))
+    return io.info, [read_region(io, s["key"], *scale_bounds(s)) for s in io.info["scales"]]
+
+
+def expected_pyramid(volume, info, method):
+    """Each level from the previous one, by the reference downsampling functions."""
+    levels = [volume]
+    for previous, scale in zip(info["scales"], info["scales"][1:]):
+        factors = [int(round(r / p)) for r, p in zip(scale["resolution"],
+                                                     previous["resolution"])][::-1]
+        levels.append({"mean": downsample_mean, "mode": downsample_mode}[method](
+            levels[-1], factors))
+    return levels
+
+
+def _tiny_reference_mean(block, factors):
+    """Independent, loop-based mean (rounded half to even) for checking downsample_mean."""
+    c, z, y, x = block.shape
+    fz, fy, fx = factors
+    out = np.zeros((c, -(-z // fz), -(-y // fy), -(-x // fx)))
+    for index in np.ndindex(out.shape):
+        ch, k, j, i = index
+        window = block[ch, k * fz:(k + 1) * fz, j * fy:(j + 1) * fy, i * fx:(i + 1) * fx]
+        out[index] = np.rint(window.mean())
+    return out.astype(block.dtype)
+
+
+def test_downsample_mean_matches_a_loop():
+    volume = smooth_volume((2, 5, 7, 9), "uint16")
+    np.testing.assert_array_equal(downsample_mean(volume, (2, 2, 2)),
+                                  _tiny_reference_mean(volume, (2, 2, 2)))
+
+
+def test_layer_writers(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    image = smooth_volume((1, 12, 40, 50), "uint16")[0]
+    labels = label_volume((1, 12, 40, 50), "uint32")[0]
+    viewer.add_image(image, name="em", scale=(40, 4, 4), translate=(80, -8, 12))
+    viewer.add_labels(labels, name="seg", scale=(40, 4, 4))
+    viewer.layers["em"].save(str(tmp_path / "em"), plugin=PLUGIN)
+    viewer.layers["seg"].save(str(tmp_path / "seg"), plugin=PLUGIN)
+
+    info, levels = read_scales(tmp_path / "em")
+    assert info["type"] == "image" and info["data_type"] == "uint16"
+    scale0 = info["scales"][0]
+    assert scale0["resolution"] == [4, 4, 40] and scale0["voxel_offset"] == [3, -2, 2]
+    assert scale0["encoding"] == "raw" and scale0["chunk_sizes"] == [[50, 40, 12]]
+    for got, expected in zip(levels, expected_pyramid(image[None], info, "mean")):
+        np.testing.assert_array_equal(got, expected)
+
+    info, levels = read_scales(tmp_path / "seg")
+    assert info["type"] == "segmentation" and info["data_type"] == "uint32"
+    assert info["scales"][0]["encoding"] == "compressed_segmentation"
+    for got, expected in zip(levels, expected_pyramid(labels[None], info, "mode")):
+        np.testing.assert_array_equal(got, expected)
+
+    (reopened,) = viewer.open(str(tmp_path / "seg"), plugin=PLUGIN)
+    assert not reopened.multiscale  # 50 x 40 x 12 fits in one 64^3 chunk: one scale
+    np.testing.assert_array_equal(np.asarray(reopened.data), labels)
+
+
+def test_writer_does_not_replace_an_existing_dataset(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(smooth_volume((1, 4, 8, 8), "uint8")[0])
+    layer.save(str(tmp_path / "ds"), plugin=PLUGIN)
+    before = (tmp_path / "ds" / "info").read_bytes()
+    with pytest.raises(Exception, match="already exists"):
+        layer.save(str(tmp_path / "ds"), plugin=PLUGIN)
+    assert (tmp_path / "ds" / "info").read_bytes() == before
+
+
+@pytest.mark.parametrize("ndim, expected_shape", [(2, (1, 1, 30, 40))])
+def test_2d_layer_is_one_slice_and_4d_is_refused(tmp_path, ndim, expected_shape):
+    from napari_precomputed._layer_export import info_for_layer
+
+    volume, info = info_for_layer(np.zeros((30, 40), np.uint8), {"scale": (2, 3)}, "image")
+    assert volume.shape == expected_shape
+    assert info["scales"][0]["resolution"] == [3, 2, 1]
+    with pytest.raises(ValueError, match="Split"):
+        info_for_layer(np.zeros((2, 3, 4, 5), np.uint8), {}, "image")
+    rgb, info = info_for_layer(np.zeros((6, 7, 3), np.uint8), {"rgb": True}, "image")
+    assert rgb.shape == (3, 1, 6, 7) and info["num_channels"] == 3
+
+
+def test_lossy_conversions_are_refused(tmp_path):
+    data = np.array([[[-1, 2], [3, 4]]], dtype=np.int64)[None]
+    info = make_info(data.shape, data.dtype, type_="segmentation")
+    with pytest.raises(ValueError, match="uint64 cannot hold"):
+        for _ in iter_export(data, str(tmp_path / "neg"), info):
+            pass
+    ok = np.array([[[1, 2], [3, 2**40]]], dtype=np.int64)[None]
+    for _ in iter_export(ok, str(tmp_path / "ok"), info):
+        pass
+    np.testing.assert_array_equal(read_scales(tmp_path / "ok")[1][0], ok)
+
+
+def test_dask_source_larger_chunks_and_jpeg_bound(tmp_path):
+    da = pytest.importorskip("dask.array")
+    volume = smooth_volume((1, 30, 70, 90), "uint8")
+    source = da.from_array(volume, chunks=(1, 7, 33, 50))
+    info = make_info(volume.shape, volume.dtype, encoding="jpeg", chunk_size=(32, 32, 16),
+                     jpeg_quality=95)
+    for _ in iter_export(source, str(tmp_path / "jpeg"), info):
+        pass
+    got = read_scales(tmp_path / "jpeg")[1][0].astype(int)
+    assert np.abs(got - volume).mean() < 2 and np.abs(got - volume).max() <= 24
+
+
+def test_tensorstore_reads_the_export(tmp_path):
+    ts = pytest.importorskip("tensorstore")
+    labels = label_volume((1, 20, 40, 50), "uint64")
+    info = make_info(labels.shape, labels.dtype, type_="segmentation",
+                     voxel_offset=(-5, 7, 0), chunk_size=(16, 16, 8))
+    for _ in iter_export(labels, str(tmp_path / "seg"), info):
+        pass
+    levels = expected_pyramid(labels, info, "mode")
+    for index, expected in enumerate(levels):
+        store = ts.open({"driver": "neuroglancer_precomputed",
+                         "kvstore": {"driver": "file", "path": str(tmp_path / "seg")},
+                         "scale_index": index}).result()
+        got = store.read().result()[..., 0].transpose(2, 1, 0)
+        np.testing.assert_array_equal(got, expected[0])
+
+
+def test_cancel_leaves_complete_chunks_and_overwrite_repairs(tmp_path):
+    volume = smooth_volume((1, 32, 64, 64), "uint16")
+    info = make_info(volume.shape, volume.dtype, chunk_size=(16, 16, 8))
+    steps = iter_export(volume, str(tmp_path / "ds"), info)
+    for done, total in steps:
+        if done >= 5:
+            break
+    steps.close()
+    io = get_IO_for_existing_dataset(get_accessor_for_url(str(tmp_path / "ds")))
+    written = [p for p in (tmp_path / "ds").rglob("*") if p.is_file() and p.name != "info"]
+    assert 5 <= len(written) < total
+    assert not [p for p in written if p.name.startswith(".")]  # no temporary files left
+    for path in written:
+        key = path.parent.name
+        coords = [int(v) for part in path.name.split("_") for v in _split_range(part)]
+        assert io.read_chunk(key, coords).shape[0] == 1
+    for _ in iter_export(volume, str(tmp_path / "ds"), info, overwrite=True):
+        pass
+    np.testing.assert_array_equal(read_scales(tmp_path / "ds")[1][0], volume)
+
+
+def _split_range(text):
+    start, _, stop = text.partition("-") if not text.startswith("-") else (
+        "-" + text[1:].partition("-")[0], "-", text[1:].partition("-")[2])
+    return int(start), int(stop)
+
+
+def _shown(widget):
+    # .visible is False for every widget of a panel whose window is not shown.
+    return not widget.native.isHidden()
+
+
+def _wait_for(qtbot, worker, timeout=60_000):
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
+def test_export_widget(make_napari_viewer, qtbot, tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    labels = label_volume((1, 12, 40, 50), "uint64")[0]
+    viewer.add_image(smooth_volume((1, 12, 40, 50), "float32")[0], name="em")
+    viewer.add_labels(labels, name="seg", scale=(40, 8, 8))
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.layer.value = viewer.layers["seg"]
+    assert widget.encoding.choices == ("compressed_segmentation", "raw")
+    assert _shown(widget.block_size) and not _shown(widget.jpeg_quality)
+    assert widget.method.choices == ("mode", "stride")
+    widget.output.value = str(tmp_path / "seg")
+    widget.block_size.value = (4, 4, 4)
+    widget.chunk_size.value = (16, 16, 8)
+    worker = widget.start_export()
+    _wait_for(qtbot, worker)
+    assert widget.status.value.startswith("Exported to")
+    assert widget.progress.value == widget.progress.max
+    info, levels = read_scales(tmp_path / "seg")
+    assert info["scales"][0]["compressed_segmentation_block_size"] == [4, 4, 4]
+    np.testing.assert_array_equal(levels[0][0], labels)
+    assert _shown(widget.open_button)
+    (layer,) = widget.open_result()
+    assert layer.name.startswith("seg")  # napari numbers the duplicate name
+
+    # The same folder again: explained in the panel, nothing started.
+    assert any("already holds a dataset" in p for p in widget.problems())
+    assert not widget.export_button.enabled
+
+    widget.layer.value = viewer.layers["em"]
+    assert widget.encoding.choices == ("raw",)   # float32: only raw keeps the values
+    assert widget.method.choices == ("mean", "stride")
+
+
+def test_export_widget_jpeg_options_and_cancel(make_napari_viewer, qtbot, tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(smooth_volume((1, 64, 128, 128), "uint8")[0], name="em")
+    widget = ExportWidget(viewer)
+    widget.layer.value = viewer.layers["em"]
+    widget.encoding.value = "jpeg"
+    assert _shown(widget.jpeg_quality) and _shown(widget.jpeg_plane)
+    assert not _shown(widget.block_size)
+    widget.chunk_size.value = (8, 8, 8)
+    widget.output.value = str(tmp_path / "em")
+    worker = widget.start_export()
+    qtbot.waitUntil(lambda: widget.progress.value >= 3, timeout=30_000)
+    widget.cancel_export()
+    _wait_for(qtbot, worker)
+    assert widget.status.value.startswith("Export cancelled")
+    io = get_IO_for_existing_dataset(get_accessor_for_url(str(tmp_path / "em")))
+    files = [p for p in (tmp_path / "em").rglob("*") if p.is_file() and p.name != "info"]
+    assert 0 < len(files) < widget.progress.max
+    for path in files:
+        coords = [v for part in path.name.split("_") for v in _split_range(part)]
+        io.read_chunk(path.parent.name, coords)
+    assert os.path.exists(tmp_path / "em" / "info")
+
+
+def test_export_widget_explains_a_jpeg_chunk_too_tall(make_napari_viewer, tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((300, 300, 8), np.uint8), name="tall")
+    widget = ExportWidget(viewer)
+    widget.output.value = str(tmp_path / "tall")
+    widget.encoding.value = "jpeg"
+    widget.chunk_size.value = (8, 512, 512)
+    assert any("JPEG allows 65500" in p for p in widget.problems())
+    assert not widget.export_button.enabled
+    assert widget.start_export() is None and not (tmp_path / "tall").exists()
