@@ -205,7 +205,7 @@ def test_export_widget(make_napari_viewer, qtbot, tmp_path):
     assert layer.name.startswith("seg")  # napari numbers the duplicate name
 
     # The same folder again: explained in the panel, nothing started.
-    assert any("already holds a dataset" in p for p in widget.problems())
+    assert any("already holds a dataset" in p for p in widget.problems()), widget.problems()
     assert not widget.export_button.enabled
 
     widget.layer.value = viewer.layers["em"]

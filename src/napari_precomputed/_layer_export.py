@@ -51,6 +51,7 @@ def volume_for_layer(data, meta, layer_type):
     if meta.get("multiscale") or (isinstance(data, (list, tuple)) and data
                                   and hasattr(data[0], "shape")):
         data = data[0]
+    data = _as_array(data)
     rgb = layer_type == "image" and bool(meta.get("rgb"))
     spatial_ndim = data.ndim - (1 if rgb else 0)
     if spatial_ndim not in (2, 3):
@@ -83,6 +84,20 @@ def volume_for_layer(data, meta, layer_type):
     else:
         volume = (data if spatial_ndim == 3 else data[np.newaxis])[np.newaxis]
     return volume, tuple(resolution_zyx[::-1]), tuple(offset_zyx[::-1])
+
+
+def _as_array(data):
+    """NumPy and dask arrays as they are; other array-likes (zarr, our lazy
+    arrays...) wrapped in dask, so that reshaping stays lazy."""
+    if isinstance(data, np.ndarray) or type(data).__module__.split(".")[0] == "dask":
+        return data
+    import dask.array as da
+
+    chunk_size = getattr(data, "chunk_size", None)  # PrecomputedArray: (x, y, z)
+    chunks = tuple(chunk_size[::-1])[-data.ndim:] if chunk_size else "auto"
+    if len(chunks) < data.ndim and chunks != "auto":
+        chunks = (1,) * (data.ndim - len(chunks)) + chunks
+    return da.from_array(data, chunks=chunks, asarray=True, fancy=False)
 
 
 def _moveaxis(array, source, destination):

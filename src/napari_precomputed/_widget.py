@@ -138,6 +138,14 @@ class ExportWidget(Container):
         return [(layer.name, layer) for layer in self._viewer.layers
                 if _layer_type(layer) in ("image", "labels")]
 
+    def reset_choices(self, event=None):
+        """Called by napari when layers change (for docked magicgui containers).
+
+        The generic version would reset every combo box to the choices it was
+        built with; only the layer list depends on the viewer here.
+        """
+        self._refresh_layers()
+
     def _refresh_layers(self, event=None):
         self.layer.reset_choices()
         if self.layer.value is None:

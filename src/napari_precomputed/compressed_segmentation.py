@@ -89,7 +89,8 @@ def _words_per_block(bits, block_voxels):
 class _Grid:
     """Block grid of one (clipped chunk shape, block shape) pair, in ZYX order.
 
-    Instances are cached by :func:`_grid`; their arrays are read-only.
+    Instances are cached by :func:`_grid` and hold only per-block arrays, so
+    the cache stays small whatever the chunk size.
     """
 
     def __init__(self, shape_zyx, block_zyx):
@@ -100,60 +101,57 @@ class _Grid:
         self.nblocks = self.grid[0] * self.grid[1] * self.grid[2]
         self.block_voxels = block_zyx[0] * block_zyx[1] * block_zyx[2]
         self.exact = self.padded == shape_zyx
-        # (Gz, Gy, Gx, Bz, By, Bx) -> (Gz, Bz, Gy, By, Gx, Bx): the axis order
-        # that turns the padded block layout into the padded chunk.
+        # Block layout (Gz, Gy, Gx, Bz, By, Bx); transposing axes (0, 3, 1, 4,
+        # 2, 5) gives the padded chunk (Gz, Bz, Gy, By, Gx, Bx).
         self.blocks6 = self.grid + block_zyx
+        # In-chunk extent of the last block along z, y, x.
+        self.last_extent = tuple(s - (g - 1) * b for s, g, b in zip(shape_zyx, self.grid, block_zyx))
         self.words_for_bits = np.zeros(33, dtype=np.int64)
         for b in VALID_BITS:
             self.words_for_bits[b] = _words_per_block(b, self.block_voxels)
-        self.pad_mask = self.pad_positions = None
-        if not self.exact:
-            self.pad_mask = self._padding_mask()
-            self.pad_positions = np.flatnonzero(self.pad_mask)
-            self.pad_mask.setflags(write=False)
-            self.pad_positions.setflags(write=False)
         self.words_for_bits.setflags(write=False)
         # (gz, gy, gx) of every block, to scatter whole blocks into the chunk.
-        self.block_zyx_index = tuple(
-            a.ravel() for a in np.indices(self.grid, dtype=np.intp)
-        )
+        self.block_zyx_index = tuple(a.ravel() for a in np.indices(self.grid, dtype=np.intp))
         for a in self.block_zyx_index:
             a.setflags(write=False)
 
-    def _axis_coords(self):
-        """Per-axis chunk coordinates of the padded grid, shaped (G, B)."""
-        return [np.arange(g * b).reshape(g, b) for g, b in zip(self.grid, self.block)]
+    def zero_padding(self, indices):
+        """Set the padding positions of (nblocks, P) block-layout indices to 0."""
+        i6 = indices.reshape(self.blocks6)
+        (ez, ey, ex), (gz, gy, gx) = self.last_extent, self.grid
+        i6[gz - 1, :, :, ez:] = 0
+        i6[:, gy - 1, :, :, ey:] = 0
+        i6[:, :, gx - 1, :, :, ex:] = 0
 
-    @staticmethod
-    def _spread(z, y, x):
-        # Lay (G, B) arrays of each axis out on the 6-D block-layout axes.
-        return (
-            z[:, None, None, :, None, None],
-            y[None, :, None, None, :, None],
-            x[None, None, :, None, None, :],
-        )
+    def padding_mask(self, blocks):
+        """(len(blocks), P) mask of the padding positions of the given blocks."""
+        bz, by, bx = self.block
+        mask = np.zeros((len(blocks), bz, by, bx), dtype=bool)
+        for axis, (coord, extent, g) in enumerate(
+            zip(self.block_zyx_index, self.last_extent, self.grid)
+        ):
+            last = coord[blocks] == g - 1
+            view = [slice(None)] * 4
+            view[0] = last
+            view[axis + 1] = slice(extent, None)
+            mask[tuple(view)] = True
+        return mask.reshape(len(blocks), self.block_voxels)
 
-    def _padding_mask(self):
-        z, y, x = self._axis_coords()
-        Z, Y, X = self.shape
-        zp, yp, xp = self._spread(z >= Z, y >= Y, x >= X)
-        return (zp | yp | xp).reshape(self.nblocks, self.block_voxels)
+    def pad_chunk(self, channel):
+        """Pad a (Z, Y, X) channel to whole blocks by repeating its last voxels.
 
-    @functools.cached_property
-    def edge_gather(self):
-        """Flat chunk index of every block-layout position, edge-replicated.
-
-        Replicating the nearest in-chunk voxel means padding never adds a value
-        to a block's lookup table; the indices written for padding are zeroed
-        afterwards to match TensorStore.
+        Replicated voxels lie in the same block as their source, so padding
+        never adds a value to a block's lookup table.
         """
-        z, y, x = self._axis_coords()
+        if self.exact:
+            return channel
         Z, Y, X = self.shape
-        zc, yc, xc = self._spread(np.minimum(z, Z - 1), np.minimum(y, Y - 1), np.minimum(x, X - 1))
-        flat = (zc * Y + yc) * X + xc
-        flat = np.ascontiguousarray(flat.reshape(self.nblocks, self.block_voxels), dtype=np.intp)
-        flat.setflags(write=False)
-        return flat
+        full = np.empty(self.padded, dtype=channel.dtype)
+        full[:Z, :Y, :X] = channel
+        full[:Z, :Y, X:] = full[:Z, :Y, X - 1 : X]
+        full[:Z, Y:, :] = full[:Z, Y - 1 : Y, :]
+        full[Z:] = full[Z - 1 : Z]
+        return full
 
     def block_coords(self, block_index):
         """(bx, by, bz) of a block, for error messages."""
@@ -215,11 +213,9 @@ def encode(chunk, block_size):
 
 def _to_block_rows(channel, grid):
     """Rearrange one (Z, Y, X) channel as (nblocks, block voxels) rows."""
-    if grid.exact:
-        gz, gy, gx, bz, by, bx = grid.blocks6
-        blocks = channel.reshape(gz, bz, gy, by, gx, bx).transpose(0, 2, 4, 1, 3, 5)
-        return blocks.reshape(grid.nblocks, grid.block_voxels)
-    return np.ascontiguousarray(channel).ravel().take(grid.edge_gather)
+    gz, gy, gx, bz, by, bx = grid.blocks6
+    blocks = grid.pad_chunk(channel).reshape(gz, bz, gy, by, gx, bx).transpose(0, 2, 4, 1, 3, 5)
+    return blocks.reshape(grid.nblocks, grid.block_voxels)
 
 
 def _rank_in_rows(rows, sorted_rows, is_new, counts, dtype):
@@ -367,9 +363,9 @@ def _encode_channel(channel, grid, c):
 
     index_dtype = np.uint8 if max_bits <= 8 else np.uint16 if max_bits <= 16 else np.uint32
     indices = _rank_in_rows(rows, sorted_rows, is_new, counts, index_dtype)
-    if grid.pad_positions is not None:
+    if not grid.exact:
         # TensorStore and Neuroglancer leave padding indices at 0.
-        indices.reshape(-1)[grid.pad_positions] = 0
+        grid.zero_padding(indices)
 
     tables = sorted_rows[is_new]
     starts = np.zeros(nblocks, dtype=np.int64)
@@ -605,8 +601,8 @@ def _check_indices(indices, members, bits, entries, grid, table_start, base, nwo
         return
     rows = indices[suspect]
     blocks = suspect if members is None else members[suspect]
-    if grid.pad_mask is not None:
-        rows[grid.pad_mask[blocks]] = 0
+    if not grid.exact:
+        rows[grid.padding_mask(blocks)] = 0
     largest = rows.max(axis=1)
     bad = largest >= block_entries[suspect]
     if bad.any():
