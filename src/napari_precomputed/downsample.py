@@ -64,6 +64,8 @@ def downsample_mode(block, factors):
     out_shape = windows.shape[:-1]
     k = windows.shape[-1]
     rows = windows.reshape(-1, k)
+    if k <= 16:
+        return _mode_pairwise(rows, valid, block.shape[0], k).reshape(out_shape)
     order = np.argsort(rows, axis=1, kind="stable")
     values = np.take_along_axis(rows, order, axis=1)
     weights = (np.ones(rows.shape, dtype=np.int32) if valid is None else
@@ -85,6 +87,25 @@ def downsample_mode(block, factors):
     best_runs = np.flatnonzero(is_best)
     _, first = np.unique(row_of_run[best_runs], return_index=True)
     return run_values[best_runs[first]].reshape(out_shape)
+
+
+def _mode_pairwise(rows, valid, channels, k):
+    """Mode of small windows by counting equal pairs: k*k comparisons, no sort."""
+    if valid is not None:
+        valid = np.broadcast_to(valid, (channels,) + valid.shape).reshape(-1, k)
+    counts = np.zeros(rows.shape, dtype=np.int8)
+    for j in range(k):
+        equal = rows == rows[:, j:j + 1]
+        if valid is not None:
+            equal &= valid[:, j:j + 1]
+        counts += equal
+    if valid is not None:
+        counts[~valid] = -1
+    best = counts == counts.max(axis=1, keepdims=True)
+    # Among the most frequent values, the smallest.
+    fill = np.array(np.iinfo(rows.dtype).max if rows.dtype.kind in "iu" else np.inf,
+                    dtype=rows.dtype)
+    return np.where(best, rows, fill).min(axis=1)
 
 
 METHODS = {"mean": downsample_mean, "mode": downsample_mode, "stride": downsample_stride}
