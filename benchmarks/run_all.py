@@ -24,8 +24,7 @@ def main(argv=None):
     import bench_volume
 
     print("== compressed_segmentation codec, 64^3 chunks, 8^3 blocks ==")
-    bench_compressed_segmentation.main([]) if hasattr(bench_compressed_segmentation, "main") \
-        else bench_compressed_segmentation.print_rows(bench_compressed_segmentation.run())
+    bench_compressed_segmentation.main()
     print("\n== whole volumes and planes (core and lazy array) ==")
     size = (512, 512, 256)
     bench_volume.print_rows(bench_volume.run(size, repeat), size)

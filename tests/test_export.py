@@ -251,3 +251,14 @@ def test_export_widget_explains_a_jpeg_chunk_too_tall(make_napari_viewer, tmp_pa
     assert any("JPEG allows 65500" in p for p in widget.problems())
     assert not widget.export_button.enabled
     assert widget.start_export() is None and not (tmp_path / "tall").exists()
+
+
+def test_writers_are_listed_in_the_save_dialog(make_napari_viewer):
+    from napari.plugins._npe2 import file_extensions_string_for_layers
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((4, 4), np.uint8))
+    labels = viewer.add_labels(np.zeros((4, 4), np.uint8))
+    assert "Neuroglancer precomputed image" in file_extensions_string_for_layers([image])[0]
+    assert ("Neuroglancer precomputed segmentation"
+            in file_extensions_string_for_layers([labels])[0])

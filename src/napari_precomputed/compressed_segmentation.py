@@ -214,28 +214,33 @@ def encode(chunk, block_size):
 def _to_block_rows(channel, grid):
     """Rearrange one (Z, Y, X) channel as (nblocks, block voxels) rows."""
     gz, gy, gx, bz, by, bx = grid.blocks6
-    blocks = grid.pad_chunk(channel).reshape(gz, bz, gy, by, gx, bx).transpose(0, 2, 4, 1, 3, 5)
-    return blocks.reshape(grid.nblocks, grid.block_voxels)
+    full = np.ascontiguousarray(grid.pad_chunk(channel))
+    # Move whole x rows of a block (viewed as one opaque item): the transposition
+    # then copies gz*gy*gx*bz*by items instead of every voxel.
+    row = np.dtype((np.void, bx * full.dtype.itemsize))
+    rows = full.view(row).reshape(gz, bz, gy, by, gx).transpose(0, 2, 4, 1, 3)
+    return np.ascontiguousarray(rows).view(full.dtype).reshape(grid.nblocks, grid.block_voxels)
 
 
-def _rank_in_rows(rows, sorted_rows, is_new, counts, dtype):
+def _rank_in_rows(rows, is_new, tables, starts, counts, dtype):
     """Index of every voxel in its block's sorted table of distinct values.
 
     :param rows: (n, P) block rows.
-    :param sorted_rows: the rows sorted along axis 1.
-    :param is_new: ``sorted_rows[i, j]`` starts a new distinct value.
+    :param is_new: (n, P) mask of the rows sorted along axis 1: True where a
+        new distinct value starts.
+    :param tables: the sorted distinct values of all rows, concatenated.
+    :param starts: where each row's values start in ``tables``.
     :param counts: distinct values per row.
     :param dtype: dtype of the returned indices.
     """
     n, block_voxels = rows.shape
     ranks = np.zeros((n, block_voxels), dtype=dtype)
-    # Rows with a single value keep index 0 and cost nothing.  Sorting the
-    # others by decreasing count makes "rows with more than k values" a prefix.
-    order = np.argsort(-counts, kind="stable")
     active = int(np.count_nonzero(counts > 1))
     if active == 0:
         return ranks
-    order = order[:active]
+    # Rows with a single value keep index 0 and cost nothing.  Sorting the
+    # others by decreasing count makes "rows with more than k values" a prefix.
+    order = np.argsort(-counts, kind="stable")[:active]
     sorted_counts = counts[order]
     many = int(np.count_nonzero(sorted_counts > _COMPARE_RANK_LIMIT))
     act_rows = rows[order]
@@ -249,22 +254,17 @@ def _rank_in_rows(rows, sorted_rows, is_new, counts, dtype):
         np.put_along_axis(act_ranks[:many], perm, sorted_rank.astype(dtype, copy=False), axis=1)
 
     if many < active:
-        # Low-cardinality rows: index(v) = #{table entries k >= 1 with v >= t_k},
-        # one vectorised comparison per table rank k over the rows that have it.
-        sorted_sel = sorted_rows[order[many:]]
-        new_sel = is_new[order[many:]]
-        tables = sorted_sel[new_sel]
-        starts = np.zeros(active - many, dtype=np.int64)
-        np.cumsum(sorted_counts[many:-1], out=starts[1:])
+        # Low-cardinality rows: index(v) = #{table entries t_k, k >= 1, with
+        # v >= t_k}: one vectorised comparison per rank k over the rows that
+        # have one, i.e. sum(count - 1) passes over a row, not max(count).
         low_counts = sorted_counts[many:]
-        # Number of rows (from the top of the low-cardinality block) with more
-        # than k distinct values, for k = 1 .. max count - 1.
+        low_starts = starts[order[many:]]
         rows_with = np.searchsorted(-low_counts, -np.arange(1, int(low_counts[0])), side="left")
         scratch = np.empty((active - many, block_voxels), dtype=bool)
         low_rows = act_rows[many:]
         low_ranks = act_ranks[many:]
         for k, m in enumerate(rows_with.tolist(), start=1):
-            threshold = tables[starts[:m] + k][:, None]
+            threshold = tables.take(low_starts[:m] + k)[:, None]
             np.greater_equal(low_rows[:m], threshold, out=scratch[:m])
             low_ranks[:m] += scratch[:m]
     ranks[order] = act_ranks
@@ -357,19 +357,20 @@ def _encode_channel(channel, grid, c):
     is_new = np.empty(rows.shape, dtype=bool)
     is_new[:, 0] = True
     np.not_equal(sorted_rows[:, 1:], sorted_rows[:, :-1], out=is_new[:, 1:])
-    counts = np.count_nonzero(is_new, axis=1).astype(np.int64)
+    first_of_value = np.flatnonzero(is_new)
+    tables = sorted_rows.reshape(-1).take(first_of_value)
+    counts = np.bincount(first_of_value // block_voxels, minlength=nblocks)
+    starts = np.zeros(nblocks, dtype=np.intp)
+    np.cumsum(counts[:-1], out=starts[1:])
     bits = _WIDTH_FOR_RANK[np.searchsorted(_COUNT_LIMITS, counts)]
     max_bits = int(bits.max())
 
     index_dtype = np.uint8 if max_bits <= 8 else np.uint16 if max_bits <= 16 else np.uint32
-    indices = _rank_in_rows(rows, sorted_rows, is_new, counts, index_dtype)
+    indices = _rank_in_rows(rows, is_new, tables, starts, counts, index_dtype)
     if not grid.exact:
         # TensorStore and Neuroglancer leave padding indices at 0.
         grid.zero_padding(indices)
 
-    tables = sorted_rows[is_new]
-    starts = np.zeros(nblocks, dtype=np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
     owner = _dedupe_tables(tables, starts, counts)
     is_owner = owner == np.arange(nblocks)
 
