@@ -84,8 +84,19 @@ def test_open_image_in_viewer(make_napari_viewer, image_dataset, how):
     np.testing.assert_array_equal(layer.data[0][2:9, 5, ::3], volume[0, 2:9, 5, ::3])
     assert layer.data[0].dtype == np.uint16
     viewer.dims.current_step = (3 * 30 + 7 * 30, 60, -20)
-    viewer.dims.ndisplay = 3  # napari shows the coarsest level in 3D
+
+
+def test_3d_view_shows_the_coarsest_level_or_a_locked_one(make_napari_viewer, image_dataset):
+    path, volume, info = image_dataset
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    viewer.dims.ndisplay = 3
+    assert layer.data_level == len(info["scales"]) - 1
+    layer.locked_data_level = 0
     viewer.dims.ndisplay = 2
+    viewer.dims.ndisplay = 3
+    assert layer.data_level == 0
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), volume[0])
 
 
 def test_segmentation_opens_as_labels(make_napari_viewer, tmp_path):
