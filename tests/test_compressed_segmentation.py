@@ -167,6 +167,23 @@ def test_roundtrip_uint64_high_bits():
     roundtrip(array, (8, 8, 8))
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1, 2, 2**63],  # high words collide: 32-bit stand-ins unusable
+        [2**40 + 1, 2**40 + 2, 2**40 + 2**31],  # constant high bits, low word decides
+        [2**63 + 5, 2**40 + 5, 5, 2**64 - 1],  # distinct high words, equal low words
+    ],
+)
+def test_roundtrip_uint64_narrowing_cases(values):
+    rng = np.random.default_rng(12)
+    values = np.array(values, dtype=np.uint64)
+    array = values[rng.integers(0, len(values), size=(1, 9, 10, 11))]
+    encoded = roundtrip(array, (4, 4, 4))
+    if cseg is not None:
+        assert encoded == cseg.compress(array[0].T, block_size=(4, 4, 4), order="F")
+
+
 @pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
 @pytest.mark.parametrize("zyx", [(64, 64, 64), (40, 50, 60)])
 def test_roundtrip_sparse_and_dense(dtype, zyx):

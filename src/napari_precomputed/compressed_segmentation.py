@@ -205,8 +205,10 @@ def encode(chunk, block_size):
         channel_offsets[c] = position
         position += words.size
         pieces[c + 1] = words
-    if num_channels > 1 and channel_offsets[-1] >= 1 << 32:
-        raise ValueError("encoded chunk too large: channel offsets exceed 32 bits")
+    if channel_offsets[-1] >= 1 << 32:
+        raise ValueError(
+            f"encoded chunk too large: channel offset {channel_offsets[-1]} exceeds 32 bits"
+        )
     pieces[0] = channel_offsets.astype("<u4")
     return np.concatenate(pieces).tobytes()
 
@@ -269,6 +271,32 @@ def _rank_in_rows(rows, is_new, tables, starts, counts, dtype):
             low_ranks[:m] += scratch[:m]
     ranks[order] = act_ranks
     return ranks
+
+
+def _narrow_keys(rows, tables, starts):
+    """Order-preserving 32-bit stand-ins for 64-bit labels, when they exist.
+
+    Ranking only compares a voxel with the table entries of its own block.
+    Bits above the highest bit that differs between any two labels of the
+    chunk are constant, so the 32 bits just below it order labels exactly like
+    the full values; if they also keep every block's table entries distinct,
+    comparing them gives the same ranks at half the memory traffic.
+
+    :returns: ``(rows, tables)`` narrowed to uint32, or unchanged.
+    """
+    if rows.dtype.itemsize <= 4:
+        return rows, tables
+    varying = np.bitwise_or.reduce(tables) & ~np.bitwise_and.reduce(tables)
+    shift = max(0, int(varying).bit_length() - 32)
+    narrow_tables = (tables >> np.uint64(shift)).astype(np.uint32)
+    increasing = narrow_tables[1:] > narrow_tables[:-1]
+    # Pairs that straddle two blocks need not increase.
+    increasing[starts[1:] - 1] = True
+    if not increasing.all():
+        return rows, tables
+    if shift:
+        return (rows >> np.uint64(shift)).astype(np.uint32), narrow_tables
+    return rows.astype(np.uint32), narrow_tables
 
 
 def _pack(indices, bits, block_voxels):
@@ -366,7 +394,11 @@ def _encode_channel(channel, grid, c):
     max_bits = int(bits.max())
 
     index_dtype = np.uint8 if max_bits <= 8 else np.uint16 if max_bits <= 16 else np.uint32
-    indices = _rank_in_rows(rows, is_new, tables, starts, counts, index_dtype)
+    if max_bits:
+        rank_rows, rank_tables = _narrow_keys(rows, tables, starts)
+        indices = _rank_in_rows(rank_rows, is_new, rank_tables, starts, counts, index_dtype)
+    else:
+        indices = np.zeros(rows.shape, dtype=index_dtype)
     if not grid.exact:
         # TensorStore and Neuroglancer leave padding indices at 0.
         grid.zero_padding(indices)
@@ -433,13 +465,15 @@ def decode(buf, chunk_size, num_channels, data_type, block_size):
     :param buf: the encoded chunk (any bytes-like object).
     :param chunk_size: clipped chunk shape ``(X, Y, Z)``.
     :param num_channels: number of channels C.
-    :param data_type: ``"uint32"`` or ``"uint64"``.
+    :param data_type: ``"uint32"`` or ``"uint64"`` (or the NumPy dtype).
     :param block_size: block shape ``(Bx, By, Bz)``.
     :returns: array of shape (C, Z, Y, X) and the given dtype, native byte
         order.
     :raises InvalidFormatError: if the buffer is malformed (section 7.2 of the
         digest); the message says what is wrong and where.
     """
+    if not isinstance(data_type, str):
+        data_type = np.dtype(data_type).name
     if data_type not in ("uint32", "uint64"):
         raise ValueError(f"compressed_segmentation needs uint32 or uint64, got {data_type!r}")
     X, Y, Z = _positive_triple(chunk_size, "chunk_size")
