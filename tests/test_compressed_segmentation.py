@@ -1,6 +1,8 @@
 """Tests of the ``compressed_segmentation`` codec (digest sections 4.5, 7.2, 7.4)."""
 
 import struct
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -243,6 +245,201 @@ def test_encode_rejects_bad_arguments(array, block):
 
 
 # --------------------------------------------------------------------------
+# Blocks much larger than the chunk (digest 7.4): cost follows the chunk
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def voxelwise(monkeypatch):
+    """Force the per-voxel path (normally only for blocks much larger than the chunk)."""
+    cs._grid.cache_clear()
+    monkeypatch.setattr(cs, "_VOXELWISE_RATIO", -1)
+    yield
+    cs._grid.cache_clear()
+
+
+def single_value_buffer(num_blocks, value):
+    """uint32 channel whose blocks all have b = 0 and share the table [value]."""
+    return words(1, *([2 * num_blocks, 2 * num_blocks] * num_blocks), value)
+
+
+def limited(func, raises=None):
+    """Run ``func()``; return its result (or the exception of type ``raises``
+    it raised), its peak traced allocation in bytes (NumPy reports its
+    buffers to tracemalloc) and its duration in seconds."""
+    cs._grid.cache_clear()
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        try:
+            result = func()
+        except raises or () as exc:
+            result = exc
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    if raises is not None and not isinstance(result, raises):
+        pytest.fail(f"{raises.__name__} not raised")
+    return result, peak, elapsed
+
+
+HUGE_BLOCKS = [((2048, 2048, 2048), 1), ((4096, 1, 1), 2), ((2**40, 2**40, 2**40), 1)]
+
+
+@pytest.mark.parametrize("block, num_blocks", HUGE_BLOCKS, ids=["2048^3", "4096x1x1", "2^40^3"])
+def test_huge_block_decode_is_bounded(block, num_blocks):
+    buf = single_value_buffer(num_blocks, 7)
+    out, peak, elapsed = limited(lambda: cs.decode(buf, (2, 2, 1), 1, "uint32", block))
+    np.testing.assert_array_equal(out, np.full((1, 1, 2, 2), 7, np.uint32))
+    assert peak < 1 << 20 and elapsed < 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+@pytest.mark.parametrize("block, num_blocks", HUGE_BLOCKS, ids=["2048^3", "4096x1x1", "2^40^3"])
+def test_huge_block_single_value_roundtrip_is_bounded(dtype, block, num_blocks):
+    array = np.full((1, 1, 2, 2), 2**31 + 5, dtype=dtype)
+    encoded, peak, elapsed = limited(lambda: roundtrip(array, block))
+    assert peak < 1 << 20 and elapsed < 1
+    # Headers, then one shared table.
+    wpe = np.dtype(dtype).itemsize // 4
+    assert len(encoded) == 4 * (1 + 2 * num_blocks + wpe)
+    if dtype == np.uint32:
+        assert encoded == single_value_buffer(num_blocks, 2**31 + 5)
+
+
+def test_huge_block_two_values_roundtrip():
+    # (4096, 1, 1) blocks: each 2-voxel x row is a block with b = 1, whose
+    # values region is 4096 bits = 128 words, all but the first bits 0.
+    array = np.array([[[[3, 4], [5, 3]]]], np.uint32)
+    encoded, peak, elapsed = limited(lambda: roundtrip(array, (4096, 1, 1)))
+    assert peak < 1 << 20 and elapsed < 1
+    w = np.frombuffer(encoded, "<u4")
+    assert w.size == 1 + 4 + 2 * (128 + 2)
+    assert w[1] == (1 << 24) | (4 + 128) and w[2] == 4
+    assert w[5] == 0b10 and not w[6:5 + 128].any() and w[5 + 128 :5 + 130].tolist() == [3, 4]
+    assert w[3] == (1 << 24) | (4 + 130 + 128) and w[4] == 4 + 130
+    assert w[5 + 130] == 0b01 and w[5 + 130 + 128 :].tolist() == [3, 5]
+
+
+@pytest.mark.parametrize("data_type", ["uint32", "uint64"])
+@pytest.mark.parametrize("block, words_needed", [
+    ((2048,) * 3, "268435456"),
+    ((2**40,) * 3, str(2**120 // 32)),
+    ((2**30 + 1, 1, 1), str(2**25 + 1)),
+])
+def test_huge_block_short_values_region_rejected_before_allocating(data_type, block,
+                                                                   words_needed):
+    # A b = 1 block needs ceil(block voxels / 32) value words: a short buffer
+    # is rejected without allocating anything of that size.
+    buf = words(1, 0x01000002, 2, 7, 0)
+    exc, peak, elapsed = limited(
+        lambda: cs.decode(buf, (2, 1, 1), 1, data_type, block), InvalidFormatError
+    )
+    assert f"{words_needed} words) extend past the end" in str(exc)
+    assert peak < 1 << 20 and elapsed < 1
+
+
+@pytest.mark.parametrize("block", [(2048,) * 3, (2**40,) * 3, (2**29 + 1, 1, 1)])
+def test_huge_block_encode_offset_limit_before_allocating(block):
+    # Two values per block: b = 1 and a values region of >= 2**24 words.
+    array = np.array([[[[3, 4], [5, 3]]]], np.uint32)
+    exc, peak, elapsed = limited(lambda: cs.encode(array, block), ValueError)
+    assert "24-bit" in str(exc)
+    assert peak < 1 << 20 and elapsed < 1
+    # Just below the limit it fits: 2**29 bits = 2**24 - 2**... words.
+    encoded = cs.encode(array[:, :, :1], (2**29 - 32 * 8, 1, 1))
+    assert len(encoded) == 4 * (1 + 2 + 2**24 - 8 + 2)
+
+
+def test_large_block_checks_in_chunk_indices_only():
+    # One 16^3 block over a 3x2x1 chunk, b = 1, one-entry table [7] at the
+    # end: index 1 at every padding position is ignored, at an in-chunk
+    # position (p = x + 16 y) rejected.
+    values = np.full(128, 0xFFFFFFFF, np.uint32)
+    values[0] = 0xFFFFFFFF & ~0b111_0000000000000_111  # p = 0, 1, 2, 16, 17, 18
+    buf = words(1, 0x01000000 | 130, 2) + values.astype("<u4").tobytes() + words(7)
+    out = cs.decode(buf, (3, 2, 1), 1, "uint32", (16, 16, 16))
+    np.testing.assert_array_equal(out, np.full((1, 1, 2, 3), 7, np.uint32))
+    values[0] |= 1 << 17
+    buf = words(1, 0x01000000 | 130, 2) + values.astype("<u4").tobytes() + words(7)
+    with pytest.raises(InvalidFormatError, match=r"block \(0, 0, 0\) uses table index 1 but only 1"):
+        cs.decode(buf, (3, 2, 1), 1, "uint32", (16, 16, 16))
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+@pytest.mark.parametrize(
+    "zyx, block",
+    [
+        ((16, 16, 16), (8, 8, 8)),
+        ((11, 13, 17), (8, 8, 8)),
+        ((3, 5, 7), (8, 8, 8)),
+        ((9, 10, 12), (4, 8, 2)),
+        ((5, 6, 7), (1, 1, 1)),
+        ((4, 4, 24), (3, 3, 3)),
+        ((13, 17, 19), (5, 3, 7)),
+    ],
+)
+def test_voxelwise_path_matches_fast_path(request, dtype, zyx, block):
+    rng = np.random.default_rng(hash((zyx, block)) % 2**32)
+    arrays = [labels(rng, (2,) + zyx, dtype, n) for n in (1, 2, 5, 40)]
+    noise = rng.integers(0, np.iinfo(dtype).max, size=(1,) + zyx, dtype=np.uint64,
+                         endpoint=True).astype(dtype)
+    arrays.append(noise)
+    arrays.append(noise % 29)
+    expected = [cs.encode(a, block) for a in arrays]
+    request.getfixturevalue("voxelwise")
+    for array, encoded in zip(arrays, expected):
+        assert roundtrip(array, block) == encoded
+
+
+def test_voxelwise_path_32_bit_indices(voxelwise):
+    rng = np.random.default_rng(3)
+    array = rng.integers(0, 2**32, size=(1, 2, 256, 160), dtype=np.uint64).astype(np.uint32)
+    assert np.unique(array).size > 2**16
+    encoded = roundtrip(array, (256, 256, 2))
+    assert np.frombuffer(encoded, "<u4")[1] >> 24 == 32
+
+
+@pytest.mark.usefixtures("voxelwise")
+def test_voxelwise_path_leniency_and_rejections():
+    test_worked_example_1_decode()
+    test_worked_example_2_decode()
+    test_decode_tables_first_unsorted_and_shared()
+    test_decode_ignores_padding_indices()
+    test_decode_values_offset_at_end_for_single_value_block()
+    test_decode_uses_full_32_bit_values_offset()
+    test_decode_rejects_uint64_half_entry()
+    test_decode_rejects_bad_index_in_many_blocks()
+    for param in REJECT_CASES:
+        test_decode_rejects(*param)
+
+
+@needs_ts
+@pytest.mark.parametrize("data_type", ["uint32", "uint64"])
+@pytest.mark.parametrize(
+    "size_xyz, chunk, block",
+    [
+        ((3, 2, 2), (3, 2, 2), (16, 16, 16)),
+        ((5, 3, 2), (3, 2, 2), (16, 16, 16)),  # clipped edge chunks
+        ((4, 3, 2), (4, 3, 2), (64, 1, 1)),  # one block per x row
+    ],
+)
+def test_large_block_byte_identical_to_tensorstore(tmp_path, data_type, size_xyz, chunk, block):
+    dtype = np.dtype(data_type)
+    X, Y, Z = size_xyz
+    array = np.full((1, Z, Y, X), 2**31 + 17, dtype=dtype)
+    array[0, :, 1:, ::2] = 3  # two labels: b = 1 blocks larger than the chunk
+    files = read_tensorstore_chunks(tmp_path, array, chunk, block, data_type)
+    for (x0, y0, z0, x1, y1, z1), stored in files.items():
+        piece = array[:, z0:z1, y0:y1, x0:x1]
+        assert cs._grid(piece.shape[1:], block[::-1]).voxelwise
+        assert cs.encode(piece, block) == stored, (x0, y0, z0)
+        decoded = cs.decode(stored, (x1 - x0, y1 - y0, z1 - z0), 1, data_type, block)
+        np.testing.assert_array_equal(decoded, piece)
+
+
+# --------------------------------------------------------------------------
 # Reference implementations
 # --------------------------------------------------------------------------
 
@@ -390,29 +587,29 @@ def patched(buf, word_index, value):
     return bytes(b)
 
 
-@pytest.mark.parametrize(
-    "buf, channels, match",
-    [
-        (EXAMPLE1_BYTES + b"\0", 1, "multiple of 4"),
-        (b"", 1, "fewer than"),
-        (words(2), 2, "fewer than"),
-        (patched(EXAMPLE1_BYTES, 0, 100), 1, "channel 0: data offset 100"),
-        (patched(EXAMPLE1_BYTES, 0, 0), 1, "channel 0: data offset 0"),
-        (EXAMPLE1_BYTES[:12], 1, "header table"),
-        (words(2, 9, *struct.unpack("<8I", EXAMPLE1_BYTES[4:])), 2, "channel 1: header table"),
-        (patched(EXAMPLE1_BYTES, 1, 0x03000005), 1, r"bit width 3\b"),
-        (patched(EXAMPLE1_BYTES, 1, 0x40000005), 1, "bit width 64"),
-        (patched(EXAMPLE1_BYTES, 1, 0xFF000005), 1, "bit width 255"),
-        (patched(EXAMPLE1_BYTES, 1, 0x01000000 | 100), 1, r"table offset 100 of block \(0, 0, 0\)"),
-        (patched(EXAMPLE1_BYTES, 3, 9), 1, r"table offset 9 of block \(1, 0, 0\)"),
-        (patched(EXAMPLE1_BYTES, 2, 100), 1, r"values of block \(0, 0, 0\)"),
-        (patched(EXAMPLE1_BYTES, 2, 8), 1, r"values of block \(0, 0, 0\)"),  # 1 word at end
-        (patched(EXAMPLE1_BYTES, 4, 9), 1, r"values of block \(1, 0, 0\)"),  # b = 0, past end
-        (patched(EXAMPLE1_BYTES, 3, 8), 1, "no complete table entry"),  # b = 0, table at end
-        (EXAMPLE1_BYTES[:-4], 1, "no complete table entry"),  # truncated
-        (patched(EXAMPLE1_BYTES, 1, 0x01000007), 1, "uses table index 1 but only 1"),
-    ],
-)
+REJECT_CASES = [
+    (EXAMPLE1_BYTES + b"\0", 1, "multiple of 4"),
+    (b"", 1, "fewer than"),
+    (words(2), 2, "fewer than"),
+    (patched(EXAMPLE1_BYTES, 0, 100), 1, "channel 0: data offset 100"),
+    (patched(EXAMPLE1_BYTES, 0, 0), 1, "channel 0: data offset 0"),
+    (EXAMPLE1_BYTES[:12], 1, "header table"),
+    (words(2, 9, *struct.unpack("<8I", EXAMPLE1_BYTES[4:])), 2, "channel 1: header table"),
+    (patched(EXAMPLE1_BYTES, 1, 0x03000005), 1, r"bit width 3\b"),
+    (patched(EXAMPLE1_BYTES, 1, 0x40000005), 1, "bit width 64"),
+    (patched(EXAMPLE1_BYTES, 1, 0xFF000005), 1, "bit width 255"),
+    (patched(EXAMPLE1_BYTES, 1, 0x01000000 | 100), 1, r"table offset 100 of block \(0, 0, 0\)"),
+    (patched(EXAMPLE1_BYTES, 3, 9), 1, r"table offset 9 of block \(1, 0, 0\)"),
+    (patched(EXAMPLE1_BYTES, 2, 100), 1, r"values of block \(0, 0, 0\)"),
+    (patched(EXAMPLE1_BYTES, 2, 8), 1, r"values of block \(0, 0, 0\)"),  # 1 word at end
+    (patched(EXAMPLE1_BYTES, 4, 9), 1, r"values of block \(1, 0, 0\)"),  # b = 0, past end
+    (patched(EXAMPLE1_BYTES, 3, 8), 1, "no complete table entry"),  # b = 0, table at end
+    (EXAMPLE1_BYTES[:-4], 1, "no complete table entry"),  # truncated
+    (patched(EXAMPLE1_BYTES, 1, 0x01000007), 1, "uses table index 1 but only 1"),
+]
+
+
+@pytest.mark.parametrize("buf, channels, match", REJECT_CASES)
 def test_decode_rejects(buf, channels, match):
     with pytest.raises(InvalidFormatError, match=match):
         cs.decode(buf, (4, 2, 1), channels, "uint32", (2, 2, 1))
@@ -499,12 +696,17 @@ def test_reference_decoder_matches_examples():
     )
 
 
+@pytest.mark.parametrize("force_voxelwise", [False, True], ids=["auto", "voxelwise"])
 @pytest.mark.parametrize("data_type, zyx, block", [
     ("uint64", (5, 9, 11), (4, 4, 4)),
     ("uint32", (12, 12, 12), (8, 8, 8)),
     ("uint32", (3, 7, 5), (2, 3, 4)),
+    ("uint32", (2, 3, 5), (16, 16, 16)),  # blocks much larger than the chunk
+    ("uint64", (3, 4, 5), (1, 64, 2)),
 ])
-def test_fuzz_agrees_with_reference_decoder(data_type, zyx, block):
+def test_fuzz_agrees_with_reference_decoder(request, data_type, zyx, block, force_voxelwise):
+    if force_voxelwise:
+        request.getfixturevalue("voxelwise")
     # Mutated buffers must either be rejected by both decoders (ours with
     # InvalidFormatError only) or decode to the same array.
     rng = np.random.default_rng(11)

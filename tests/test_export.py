@@ -21,13 +21,14 @@ def read_scales(path):
 
 
 def expected_pyramid(volume, info, method):
-    """Each level from the previous one, by the reference downsampling functions."""
+    """Each level from the previous one, windows at absolute multiples of the factor."""
     levels = [volume]
     for previous, scale in zip(info["scales"], info["scales"][1:]):
         factors = [int(round(r / p)) for r, p in zip(scale["resolution"],
-                                                     previous["resolution"])][::-1]
+                                                     previous["resolution"])]
+        front = [o % f for o, f in zip(previous["voxel_offset"], factors)]
         levels.append({"mean": downsample_mean, "mode": downsample_mode}[method](
-            levels[-1], factors))
+            levels[-1], factors[::-1], front[::-1]))
     return levels
 
 
@@ -122,6 +123,30 @@ def test_dask_source_larger_chunks_and_jpeg_bound(tmp_path):
         pass
     got = read_scales(tmp_path / "jpeg")[1][0].astype(int)
     assert np.abs(got - volume).mean() < 2 and np.abs(got - volume).max() <= 24
+
+
+@pytest.mark.parametrize("method", ["mean", "mode"])
+def test_coarse_scales_match_tensorstore_downsampling(tmp_path, method):
+    """Odd offsets: every scale must line up with TensorStore's own downsampling."""
+    ts = pytest.importorskip("tensorstore")
+    volume = (label_volume((1, 9, 37, 45), "uint32", n_labels=6) if method == "mode"
+              else smooth_volume((1, 9, 37, 45), "uint16"))
+    type_ = "segmentation" if method == "mode" else "image"
+    info = make_info(volume.shape, volume.dtype, type_=type_, encoding="raw",
+                     voxel_offset=(-7, 5, 3), resolution=(4, 4, 4), chunk_size=(8, 8, 4))
+    for _ in iter_export(volume, str(tmp_path / "ds"), info, method=method):
+        pass
+    spec = {"driver": "neuroglancer_precomputed",
+            "kvstore": {"driver": "file", "path": str(tmp_path / "ds")}}
+    base = ts.open(dict(spec, scale_index=0)).result()
+    for index, scale in enumerate(info["scales"][1:], start=1):
+        factor = 2 ** index
+        reference = ts.downsample(base, [factor, factor, factor, 1], method=method)
+        level = ts.open(dict(spec, scale_index=index)).result()
+        assert list(reference.domain.inclusive_min[:3]) == scale["voxel_offset"]
+        assert list(level.domain.shape[:3]) == list(reference.domain.shape[:3])
+        if index == 1:  # further down, TensorStore takes one big window, we go 2x at a time
+            np.testing.assert_array_equal(level.read().result(), reference.read().result())
 
 
 def test_tensorstore_reads_the_export(tmp_path):

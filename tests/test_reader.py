@@ -7,10 +7,9 @@ import pytest
 from conftest import label_volume, make_info, smooth_volume
 
 from napari_precomputed._reader import get_reader
-from napari_precomputed.accessor import get_accessor_for_url
+from napari_precomputed.export import export
 from napari_precomputed.file_accessor import FileAccessor
-from napari_precomputed.precomputed_io import get_IO_for_new_dataset
-from napari_precomputed.pyramid import pyramid_scales, write_pyramid_in_memory
+from napari_precomputed.pyramid import pyramid_scales
 
 PLUGIN = "napari-precomputed"
 
@@ -23,8 +22,7 @@ def write_pyramid(path, volume, type_="image", encoding="raw", offset=(0, 0, 0),
               "encoding": encoding, **extra}
     info = {"type": type_, "data_type": volume.dtype.name, "num_channels": c,
             "scales": pyramid_scales(scale0)}
-    io = get_IO_for_new_dataset(info, get_accessor_for_url(str(path)))
-    write_pyramid_in_memory(io, volume, "mode" if type_ == "segmentation" else "mean")
+    export(volume, str(path), info)
     return info
 
 

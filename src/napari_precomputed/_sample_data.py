@@ -47,9 +47,8 @@ def _synthetic_volumes(seed=0):
 
 
 def _write_dataset(path, volume, type_, encoding, method, **scale_extra):
-    from .accessor import get_accessor_for_url
-    from .precomputed_io import get_IO_for_new_dataset
-    from .pyramid import pyramid_scales, scale_key_for_resolution, write_pyramid_in_memory
+    from .export import export
+    from .pyramid import pyramid_scales, scale_key_for_resolution
 
     scale0 = {"key": scale_key_for_resolution(RESOLUTION), "size": list(SIZE),
               "voxel_offset": [0, 0, 0], "resolution": list(RESOLUTION),
@@ -57,8 +56,7 @@ def _write_dataset(path, volume, type_, encoding, method, **scale_extra):
     info = {"@type": "neuroglancer_multiscale_volume", "type": type_,
             "data_type": volume.dtype.name, "num_channels": 1,
             "scales": pyramid_scales(scale0)}
-    io = get_IO_for_new_dataset(info, get_accessor_for_url(path))
-    write_pyramid_in_memory(io, volume, method)
+    export(volume, path, info, method=method)
 
 
 def ensure_sample_datasets():

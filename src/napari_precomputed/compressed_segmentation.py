@@ -38,6 +38,15 @@ VALID_BITS = (0, 1, 2, 4, 8, 16, 32)
 #: the 32-bit values offset to 24 bits), so encoders must stay below this.
 MAX_OFFSET = 1 << 24
 
+#: Chunks whose padded block volume exceeds this many times their own voxel
+#: count (blocks much larger than the chunk) are coded voxel by voxel, so that
+#: memory and time follow the chunk, never the block size.
+_VOXELWISE_RATIO = 4
+
+#: Cap of the per-block values-region size in words: any larger value cannot
+#: fit in a buffer anyway, and the cap keeps offset arithmetic in int64.
+_WORDS_CAP = 1 << 62
+
 _LITTLE = sys.byteorder == "little"
 
 _BITS_OK = np.zeros(256, dtype=bool)
@@ -86,11 +95,21 @@ def _words_per_block(bits, block_voxels):
     return (bits * block_voxels + 31) // 32
 
 
+def _axis_split(size, block):
+    """Block coordinate and in-block offset of positions ``0..size-1`` of one axis."""
+    # Dividing by min(block, size) gives the same results for every position
+    # below ``size`` and keeps huge block sizes out of int64 arithmetic.
+    block = min(block, size)
+    return np.divmod(np.arange(size, dtype=np.int64), block)
+
+
 class _Grid:
     """Block grid of one (clipped chunk shape, block shape) pair, in ZYX order.
 
     Instances are cached by :func:`_grid` and hold only per-block arrays, so
-    the cache stays small whatever the chunk size.
+    the cache stays small whatever the chunk size.  Nothing here is sized by
+    the block volume: with ``voxelwise`` set (padded blocks much larger than
+    the chunk), the codec only ever works on in-chunk voxels.
     """
 
     def __init__(self, shape_zyx, block_zyx):
@@ -101,6 +120,8 @@ class _Grid:
         self.nblocks = self.grid[0] * self.grid[1] * self.grid[2]
         self.block_voxels = block_zyx[0] * block_zyx[1] * block_zyx[2]
         self.exact = self.padded == shape_zyx
+        self.voxels = shape_zyx[0] * shape_zyx[1] * shape_zyx[2]
+        self.voxelwise = self.nblocks * self.block_voxels > _VOXELWISE_RATIO * self.voxels
         # Block layout (Gz, Gy, Gx, Bz, By, Bx); transposing axes (0, 3, 1, 4,
         # 2, 5) gives the padded chunk (Gz, Bz, Gy, By, Gx, Bx).
         self.blocks6 = self.grid + block_zyx
@@ -108,7 +129,7 @@ class _Grid:
         self.last_extent = tuple(s - (g - 1) * b for s, g, b in zip(shape_zyx, self.grid, block_zyx))
         self.words_for_bits = np.zeros(33, dtype=np.int64)
         for b in VALID_BITS:
-            self.words_for_bits[b] = _words_per_block(b, self.block_voxels)
+            self.words_for_bits[b] = min(_words_per_block(b, self.block_voxels), _WORDS_CAP)
         self.words_for_bits.setflags(write=False)
         # (gz, gy, gx) of every block, to scatter whole blocks into the chunk.
         self.block_zyx_index = tuple(a.ravel() for a in np.indices(self.grid, dtype=np.intp))
@@ -152,6 +173,23 @@ class _Grid:
         full[:Z, Y:, :] = full[:Z, Y - 1 : Y, :]
         full[Z:] = full[Z - 1 : Z]
         return full
+
+    def voxel_blocks(self):
+        """(Z, Y, X) index of the block holding every voxel (x-fastest block order)."""
+        gy, gx = self.grid[1:]
+        iz, iy, ix = (_axis_split(s, b)[0] for s, b in zip(self.shape, self.block))
+        index = (iz * (gy * gx))[:, None, None] + (iy * gx)[None, :, None] + ix[None, None, :]
+        return index.astype(np.intp, copy=False)
+
+    def voxel_positions(self):
+        """(Z, Y, X) in-block position ``x + Bx*(y + By*z)`` of every voxel.
+
+        Only call when a block with b > 0 exists, i.e. when its values region
+        (b * block_voxels bits) is known to be of a reasonable size.
+        """
+        by, bx = self.block[1:]
+        oz, oy, ox = (_axis_split(s, b)[1] for s, b in zip(self.shape, self.block))
+        return (oz * (by * bx))[:, None, None] + (oy * bx)[None, :, None] + ox[None, None, :]
 
     def block_coords(self, block_index):
         """(bx, by, bz) of a block, for error messages."""
@@ -378,6 +416,8 @@ def _segment_arange(lengths, total):
 
 
 def _encode_channel(channel, grid, c):
+    if grid.voxelwise:
+        return _encode_channel_voxelwise(channel, grid, c)
     nblocks, block_voxels = grid.nblocks, grid.block_voxels
     wpe = channel.dtype.itemsize // 4
     rows = _to_block_rows(channel, grid)
@@ -403,28 +443,10 @@ def _encode_channel(channel, grid, c):
         # TensorStore and Neuroglancer leave padding indices at 0.
         grid.zero_padding(indices)
 
-    owner = _dedupe_tables(tables, starts, counts)
-    is_owner = owner == np.arange(nblocks)
-
-    value_words = grid.words_for_bits[bits]
-    table_words = np.where(is_owner, counts * wpe, 0)
-    segment = value_words + table_words
-    header_words = 2 * nblocks
-    values_offset = np.empty(nblocks, dtype=np.int64)
-    values_offset[0] = header_words
-    np.cumsum(segment[:-1], out=values_offset[1:])
-    values_offset[1:] += header_words
-    total = header_words + int(segment.sum())
-    table_offset = (values_offset + value_words)[owner]
-    largest = max(int(values_offset[-1]), int(table_offset.max()))
-    if largest >= MAX_OFFSET:
-        raise ValueError(
-            f"channel {c}: compressed_segmentation offset {largest} does not fit in the "
-            f"24-bit header field (limit {MAX_OFFSET - 1} words); use a smaller chunk "
-            f"or block size"
-        )
-
+    layout = _layout(grid, tables, starts, counts, bits, wpe, c)
+    owner, is_owner, values_offset, table_offset, total = layout
     out = np.empty(total, dtype="<u4")
+    header_words = 2 * nblocks
     out[0:header_words:2] = table_offset | (bits << 24)
     out[1:header_words:2] = values_offset
 
@@ -440,13 +462,108 @@ def _encode_channel(channel, grid, c):
         dest = values_offset[members][:, None] + np.arange(nwords)
         out[dest] = packed
 
+    _write_tables(out, tables, counts, is_owner, table_offset, wpe)
+    return out
+
+
+def _layout(grid, tables, starts, counts, bits, wpe, c):
+    """Place every block's values and (deduplicated) table in the channel.
+
+    :returns: ``(owner, is_owner, values_offset, table_offset, total)``: the
+        block whose table each block uses, the mask of blocks that write their
+        table, the word offsets of values and tables relative to the channel
+        start, and the channel's length in words.
+    :raises ValueError: if an offset does not fit in 24 bits -- checked before
+        anything of the channel's size is allocated.
+    """
+    nblocks = grid.nblocks
+    owner = _dedupe_tables(tables, starts, counts)
+    is_owner = owner == np.arange(nblocks)
+
+    value_words = grid.words_for_bits[bits]
+    table_words = np.where(is_owner, counts * wpe, 0)
+    segment = value_words + table_words
+    header_words = 2 * nblocks
+    values_offset = np.empty(nblocks, dtype=np.int64)
+    values_offset[0] = header_words
+    np.cumsum(segment[:-1], out=values_offset[1:])
+    values_offset[1:] += header_words
+    table_offset = (values_offset + value_words)[owner]
+    largest = max(int(values_offset[-1]), int(table_offset.max()))
+    if largest >= MAX_OFFSET:
+        raise ValueError(
+            f"channel {c}: compressed_segmentation offset {largest} does not fit in the "
+            f"24-bit header field (limit {MAX_OFFSET - 1} words); use a smaller chunk "
+            f"or block size"
+        )
+    # Every values region ends at or before the next offset or, for the last
+    # block, is no longer than its owner's values region (same table size,
+    # same width), so the channel is below about 2 * MAX_OFFSET words here.
+    total = header_words + int(segment.sum())
+    return owner, is_owner, values_offset, table_offset, total
+
+
+def _write_tables(out, tables, counts, is_owner, table_offset, wpe):
+    """Write the tables of the blocks that own theirs at their offsets in ``out``."""
     owners = np.flatnonzero(is_owner)
     entry_mask = np.repeat(is_owner, counts)
     entries = tables[entry_mask].astype(f"<u{4 * wpe}", copy=False).view("<u4")
     owner_words = counts[owners] * wpe
     dest = np.repeat(table_offset[owners], owner_words) + _segment_arange(owner_words, entries.size)
     out[dest] = entries
-    return out
+
+
+def _encode_channel_voxelwise(channel, grid, c):
+    """:func:`_encode_channel` for blocks much larger than the chunk.
+
+    Works on in-chunk voxels only: tables come from sorting (block, value)
+    pairs, and each voxel's index is OR-ed into its block's values region at
+    bit ``b * p``, p = x + Bx*(y + By*z) in the block.  Padding indices stay
+    0, as in TensorStore's and Neuroglancer's output.
+    """
+    nblocks = grid.nblocks
+    wpe = channel.dtype.itemsize // 4
+    values = channel.reshape(-1)
+    block = grid.voxel_blocks().reshape(-1)
+    order = np.lexsort((values, block))
+    sorted_values = values[order]
+    sorted_block = block[order]
+    is_new = np.empty(values.size, dtype=bool)
+    is_new[0] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=is_new[1:])
+    is_new[1:] |= sorted_block[1:] != sorted_block[:-1]
+    first_of_value = np.flatnonzero(is_new)
+    tables = sorted_values[first_of_value]
+    # Every block holds at least one in-chunk voxel, so every count is >= 1.
+    counts = np.bincount(sorted_block[first_of_value], minlength=nblocks)
+    starts = np.zeros(nblocks, dtype=np.intp)
+    np.cumsum(counts[:-1], out=starts[1:])
+    bits = _WIDTH_FOR_RANK[np.searchsorted(_COUNT_LIMITS, counts)]
+
+    owner, is_owner, values_offset, table_offset, total = _layout(
+        grid, tables, starts, counts, bits, wpe, c
+    )
+    out = np.zeros(total, dtype=np.uint32)
+    header_words = 2 * nblocks
+    out[0:header_words:2] = table_offset | (bits << 24)
+    out[1:header_words:2] = values_offset
+
+    if bits.any():
+        rank = np.cumsum(is_new, dtype=np.int64) - 1
+        rank -= starts[sorted_block]
+        index = np.empty(values.size, dtype=np.uint64)
+        index[order] = rank
+        width = bits[block]
+        coded = np.flatnonzero(width)
+        # Offsets passed the 24-bit check, so b * block voxels < 2**29 here.
+        bit = grid.voxel_positions().reshape(-1)[coded] * width[coded]
+        word = values_offset[block[coded]] + (bit >> 5)
+        shifted = (index[coded] << (bit & 31).astype(np.uint64)).astype(np.uint32)
+        # Fields of distinct voxels never overlap: OR accumulates them.
+        np.bitwise_or.at(out, word, shifted)
+
+    _write_tables(out, tables, counts, is_owner, table_offset, wpe)
+    return out.astype("<u4", copy=False)
 
 
 # --------------------------------------------------------------------------
@@ -583,7 +700,8 @@ def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c
         i = int(np.argmax(bad))
         raise InvalidFormatError(
             f"channel {c}: encoded values of block {grid.block_coords(i)} (offset "
-            f"{values_start[i] - base}, {bits[i]} bits, {values_end[i] - values_start[i]} "
+            f"{values_start[i] - base}, {bits[i]} bits, "
+            f"{_words_per_block(int(bits[i]), grid.block_voxels)} "
             f"words) extend past the end of the {nwords}-word buffer"
         )
 
@@ -606,6 +724,12 @@ def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c
                 f"lookup table offset {table_start[i] - base} leaves no complete table "
                 f"entry in the {nwords}-word buffer"
             )
+    if grid.voxelwise:
+        _decode_voxelwise(
+            words, source, first, bits, values_start, entries, grid, table_start, base,
+            nwords, c, out,
+        )
+        return
     groups = []
     for b in VALID_BITS[1:]:
         if present[b]:
@@ -705,4 +829,41 @@ def _gather_voxels(source, first, groups, grid, out):
         position = position[:Z, :Y, :X]
     # Every in-chunk position was validated; 'wrap' avoids numpy's slower
     # bounds-checking path and could never read outside `source` anyway.
+    np.take(source, position, out=out, mode="wrap")
+
+
+# Mask of the low b bits, indexed by b.
+_LOW_BITS = np.array([(1 << b) - 1 for b in range(33)], dtype=np.uint64).astype(np.uint32)
+
+
+def _decode_voxelwise(words, source, first, bits, values_start, entries, grid, table_start,
+                      base, nwords, c, out):
+    """Decode one channel voxel by voxel: for blocks much larger than the chunk.
+
+    Only in-chunk voxels are visited: for each, its block, its in-block
+    position p, the index at bit ``b * p`` of the block's values region
+    (validated to lie in the buffer) and the table entry it selects.
+    """
+    block = grid.voxel_blocks()
+    position = first[block]
+    if bits.any():
+        width = bits[block]
+        # Blocks with b > 0 have values regions inside the buffer, so
+        # b * block voxels < 32 * nwords and these products fit in int64.
+        bit = grid.voxel_positions() * width
+        # b = 0 blocks may have a values offset at the buffer end: read word 0.
+        word = np.where(width > 0, values_start[block] + (bit >> 5), 0)
+        index = words[word] >> (bit & 31).astype(np.uint32)
+        index &= _LOW_BITS[width]
+        block_entries = entries[block]
+        bad = index >= block_entries
+        if bad.any():
+            k = np.unravel_index(int(np.argmax(bad)), bad.shape)
+            i = int(block[k])
+            raise InvalidFormatError(
+                f"channel {c}: block {grid.block_coords(i)} uses table index {index[k]} but "
+                f"only {entries[i]} table entries fit between its lookup table offset "
+                f"{table_start[i] - base} and the end of the {nwords}-word buffer"
+            )
+        position += index
     np.take(source, position, out=out, mode="wrap")

@@ -1,8 +1,10 @@
 """Downsampling of (C, Z, Y, X) blocks for building pyramids.
 
-Windows are anchored at the block's first voxel; the last window along an
-axis may be partial, and then only the voxels that exist count (as
-TensorStore's ``downsample`` driver does).
+Windows are anchored at the block's first voxel, or ``front`` voxels before
+it: pyramids anchor windows at absolute multiples of the factor (as
+TensorStore's ``downsample`` driver does), so a block that starts inside a
+window has ``front`` missing voxels there. The first and last windows along
+an axis may thus be partial; only the voxels that exist count.
 """
 
 import numpy as np
@@ -11,32 +13,40 @@ __all__ = ["downsample", "downsample_mean", "downsample_mode", "downsample_strid
            "METHODS"]
 
 
-def _windows(block, factors):
-    """View of ``block`` padded to whole windows, as (C, z, y, x, k) and a validity mask."""
+def _windows(block, factors, front=(0, 0, 0)):
+    """``block`` padded to whole windows, as (C, z, y, x, k) and a validity mask.
+
+    ``front`` voxels are missing before the first voxel along each axis.
+    """
     c, z, y, x = block.shape
-    fz, fy, fx = (int(f) for f in factors)
-    out = (-(-z // fz), -(-y // fy), -(-x // fx))
-    pad = ((0, 0), (0, out[0] * fz - z), (0, out[1] * fy - y), (0, out[2] * fx - x))
-    padded = np.pad(block, pad) if any(p[1] for p in pad) else block
+    factors = [int(f) for f in factors]
+    front = [int(p) for p in front]
+    out = tuple(-(-(p + n) // f) for p, n, f in zip(front, (z, y, x), factors))
+    pad = ((0, 0),) + tuple((p, o * f - p - n) for p, n, f, o in
+                            zip(front, (z, y, x), factors, out))
+    partial = any(a or b for a, b in pad[1:])
+    padded = np.pad(block, pad) if partial else block
+    fz, fy, fx = factors
     shaped = padded.reshape(c, out[0], fz, out[1], fy, out[2], fx)
     windows = shaped.transpose(0, 1, 3, 5, 2, 4, 6).reshape(c, *out, fz * fy * fx)
     valid = None
-    if any(p[1] for p in pad):
+    if partial:
         mask = np.zeros(padded.shape[1:], dtype=bool)
-        mask[:z, :y, :x] = True
+        mask[front[0]:front[0] + z, front[1]:front[1] + y, front[2]:front[2] + x] = True
         valid = mask.reshape(out[0], fz, out[1], fy, out[2], fx).transpose(
             0, 2, 4, 1, 3, 5).reshape(*out, fz * fy * fx)
     return windows, valid
 
 
-def downsample_mean(block, factors):
+def downsample_mean(block, factors, front=(0, 0, 0)):
     """Mean of each window; integers rounded to nearest (ties to even).
 
     :param numpy.ndarray block: (C, Z, Y, X)
     :param factors: (fz, fy, fx) integer factors
-    :returns: (C, ceil(Z/fz), ceil(Y/fy), ceil(X/fx)) array of block's dtype
+    :param front: (z, y, x) voxels missing before the block's first window
+    :returns: (C, ceil((front + Z)/fz), ...) array of block's dtype
     """
-    windows, valid = _windows(block, factors)
+    windows, valid = _windows(block, factors, front)
     acc = np.float64 if block.dtype.itemsize > 2 else np.float32
     total = windows.sum(axis=-1, dtype=acc)
     if valid is None:
@@ -49,18 +59,26 @@ def downsample_mean(block, factors):
     return mean.astype(block.dtype)
 
 
-def downsample_stride(block, factors):
-    """The first voxel of each window (fast; aliases thin structures)."""
-    fz, fy, fx = (int(f) for f in factors)
-    return np.ascontiguousarray(block[:, ::fz, ::fy, ::fx])
+def downsample_stride(block, factors, front=(0, 0, 0)):
+    """The first existing voxel of each window (fast; aliases thin structures)."""
+    out = block
+    for axis, (f, p) in enumerate(zip(factors, front), start=1):
+        f, p = int(f), int(p)
+        if p:
+            # Window k starts at k*f - p: its first existing voxel is there, or 0.
+            starts = np.maximum(np.arange(-(-(p + out.shape[axis]) // f)) * f - p, 0)
+            out = np.take(out, starts, axis=axis)
+        else:
+            out = out[(slice(None),) * axis + (slice(None, None, f),)]
+    return np.ascontiguousarray(out)
 
 
-def downsample_mode(block, factors):
+def downsample_mode(block, factors, front=(0, 0, 0)):
     """The most frequent value of each window, exactly; ties go to the smallest.
 
     Meant for labels: no value that is absent from a window is ever made up.
     """
-    windows, valid = _windows(block, factors)
+    windows, valid = _windows(block, factors, front)
     out_shape = windows.shape[:-1]
     k = windows.shape[-1]
     rows = windows.reshape(-1, k)
@@ -111,10 +129,11 @@ def _mode_pairwise(rows, valid, channels, k):
 METHODS = {"mean": downsample_mean, "mode": downsample_mode, "stride": downsample_stride}
 
 
-def downsample(block, factors, method):
+def downsample(block, factors, method, front=(0, 0, 0)):
     """Downsample with a method named ``"mean"``, ``"mode"`` or ``"stride"``."""
     try:
-        return METHODS[method](block, factors)
+        function = METHODS[method]
     except KeyError:
         raise ValueError(f"unknown downsampling method {method!r} "
                          f"(one of {', '.join(METHODS)})") from None
+    return function(block, factors, front)

@@ -185,43 +185,56 @@ class _AnyEvent:
         return any(e.is_set() for e in self._events)
 
 
-def _downsample_block(block, factors, method):
-    return downsample(block, factors, method)
-
-
 def pyramid_arrays(data, info, method):
-    """One dask array per scale, each chunked exactly like the scale's chunks."""
+    """One dask array per scale, each chunked exactly like the scale's chunks.
+
+    Windows sit at absolute multiples of the factor (see
+    :func:`~napari_precomputed.pyramid.pyramid_scales`): when a scale's
+    offset is not a multiple, its first block starts inside a window and is
+    downsampled with that many voxels missing in ``front``.
+    """
     import dask.array as da
 
     scales = info["scales"]
     c = int(info["num_channels"])
-
-    def chunks_for(scale):
-        cx, cy, cz = scale["chunk_sizes"][0]
-        return (c, int(cz), int(cy), int(cx))
-
     level = da.asarray(data)
     if level.ndim != 4:
         raise ValueError(f"data must be (C, Z, Y, X), got {level.ndim} dimensions")
     dtype = np.dtype(info["data_type"])
+    cx, cy, cz = scales[0]["chunk_sizes"][0]
     # Convert first, so coarser scales are computed from exactly what the
     # finest scale stores (ties in the mode of int64 vs uint64 differ, say).
-    level = level.rechunk(chunks_for(scales[0])).map_blocks(checked_cast, dtype, dtype=dtype)
+    level = level.rechunk((c, cz, cy, cx)).map_blocks(checked_cast, dtype, dtype=dtype)
     out = [level]
     for previous, scale in zip(scales, scales[1:]):
-        fx, fy, fz = (int(round(r / p)) for r, p in zip(scale["resolution"],
-                                                         previous["resolution"]))
-        cx, cy, cz = scale["chunk_sizes"][0]
-        source = out[-1].rechunk((c, cz * fz, cy * fy, cx * fx))
-        level = source.map_blocks(
-            _downsample_block, (fz, fy, fx), method, dtype=source.dtype,
-            chunks=tuple(tuple(-(-b // f) for b in axis_chunks)
-                         for axis_chunks, f in zip(source.chunks, (1, fz, fy, fx))))
-        out.append(level.rechunk(chunks_for(scale)))
+        factors = [int(round(r / p)) for r, p in zip(scale["resolution"],
+                                                     previous["resolution"])]
+        fronts = [int(o) % f for o, f in zip(previous.get("voxel_offset", [0, 0, 0]), factors)]
+        source_chunks, out_chunks = [(c,)], [(c,)]
+        # (x, y, z) in the info; dask axes are (C, Z, Y, X)
+        for axis in (2, 1, 0):
+            n, f, r = int(previous["size"][axis]), factors[axis], fronts[axis]
+            step = int(scale["chunk_sizes"][0][axis]) * f
+            sizes = [min(n, step - r)]
+            while sum(sizes) < n:
+                sizes.append(min(step, n - sum(sizes)))
+            source_chunks.append(tuple(sizes))
+            out_chunks.append(tuple(-(-((r if i == 0 else 0) + size) // f)
+                                    for i, size in enumerate(sizes)))
+        source = out[-1].rechunk(tuple(source_chunks))
+        out.append(source.map_blocks(_downsample_block, factors[::-1], fronts[::-1], method,
+                                     dtype=source.dtype, chunks=tuple(out_chunks)))
     return out
 
 
-def _prepare(data, url, info, overwrite, gzip, encoder_options):
+def _downsample_block(block, factors, fronts, method, block_info=None):
+    # Only the first block along an axis starts inside a window.
+    location = block_info[0]["chunk-location"][1:]
+    front = [r if index == 0 else 0 for r, index in zip(fronts, location)]
+    return downsample(block, factors, method, front)
+
+
+def _prepare(url, info, overwrite, gzip, encoder_options):
     from .precomputed_io import get_IO_for_new_dataset
 
     accessor = get_accessor_for_url(url, {"gzip": gzip})
@@ -256,7 +269,7 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     import dask.array as da
 
     method = method or ("mode" if info["type"] == "segmentation" else "mean")
-    io = _prepare(data, url, info, overwrite, gzip, encoder_options)
+    io = _prepare(url, info, overwrite, gzip, encoder_options)
     arrays = pyramid_arrays(data, info, method)
     total = sum(int(np.prod(a.numblocks)) for a in arrays)
     progress = queue.SimpleQueue()

@@ -5,13 +5,7 @@ finest axis (EM sections, light-sheet z steps) is not halved until the others
 catch up, so that coarser scales approach isotropic voxels.
 """
 
-import numpy as np
-
-from .downsample import downsample
-from .volume import write_region
-
-__all__ = ["pyramid_factors", "pyramid_scales", "scale_key_for_resolution",
-           "write_pyramid_in_memory"]
+__all__ = ["pyramid_factors", "pyramid_scales", "scale_key_for_resolution"]
 
 
 def pyramid_factors(resolution, size, chunk_size, levels=None):
@@ -52,34 +46,24 @@ def scale_key_for_resolution(resolution):
 def pyramid_scales(scale0, levels=None):
     """The scale infos of a pyramid above ``scale0`` (included first).
 
-    Coarser scales keep ``scale0``'s encoding parameters and chunk size;
-    ``size = ceil(size0 / f)`` and ``voxel_offset = floor(offset0 / f)``.
+    Coarser scales keep ``scale0``'s encoding parameters and chunk size.
+    Downsampling windows sit at absolute multiples of the factor, as in
+    TensorStore, so coarse voxel ``v`` covers fine voxels ``v*f .. v*f + f - 1``
+    and every scale lines up in Neuroglancer:
+    ``voxel_offset = floor(offset / f)`` and
+    ``size = ceil((offset + size) / f) - floor(offset / f)``.
     """
     chunk = scale0["chunk_sizes"][0]
     scales = [scale0]
     current = dict(scale0)
     for factors in pyramid_factors(scale0["resolution"], scale0["size"], chunk, levels):
         resolution = [r * f for r, f in zip(current["resolution"], factors)]
-        size = [-(-int(s) // f) for s, f in zip(current["size"], factors)]
-        offset = [int(o) // f for o, f in zip(current.get("voxel_offset", [0, 0, 0]), factors)]
+        old_offset = [int(o) for o in current.get("voxel_offset", [0, 0, 0])]
+        offset = [o // f for o, f in zip(old_offset, factors)]
+        size = [-(-(o + int(s)) // f) - o // f
+                for o, s, f in zip(old_offset, current["size"], factors)]
         current = dict(current, key=scale_key_for_resolution(resolution), size=size,
                        voxel_offset=offset, resolution=resolution,
                        chunk_sizes=[[min(int(c), s) for c, s in zip(chunk, size)]])
         scales.append(current)
     return scales
-
-
-def write_pyramid_in_memory(io, volume, method):
-    """Write a (C, Z, Y, X) NumPy volume to every scale of ``io``.
-
-    Each scale is computed from the previous one, so small volumes (sample
-    data, tests) need no temporary storage. Large exports stream instead.
-    """
-    scales = io.info["scales"]
-    current = np.asarray(volume)
-    write_region(io, scales[0]["key"], current)
-    for previous, scale in zip(scales, scales[1:]):
-        factors = [int(round(r / p)) for r, p in zip(scale["resolution"],
-                                                     previous["resolution"])]
-        current = downsample(current, factors[::-1], method)
-        write_region(io, scale["key"], current)
