@@ -287,3 +287,48 @@ def test_writers_are_listed_in_the_save_dialog(make_napari_viewer):
     assert "Neuroglancer precomputed image" in file_extensions_string_for_layers([image])[0]
     assert ("Neuroglancer precomputed segmentation"
             in file_extensions_string_for_layers([labels])[0])
+
+
+def test_export_widget_never_carries_consent_or_settings_over(make_napari_viewer, tmp_path,
+                                                             monkeypatch):
+    from napari_precomputed._widget import ExportWidget
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 8, 8), np.uint8), name="a")
+    viewer.add_image(np.zeros((4, 8, 8), np.uint8), name="b")
+    widget = ExportWidget(viewer)
+    widget.layer.value = viewer.layers["a"]
+    assert widget.output.value.name == "a"            # automatic folder follows the layer
+    widget.encoding.value = "jpeg"
+    widget.overwrite.value = True
+    widget.layer.value = viewer.layers["b"]
+    assert widget.output.value.name == "b" and not widget.overwrite.value
+    widget.encoding.value = "png"
+    widget.method.value = "stride"
+    viewer.add_points()                               # unrelated layer: settings stay
+    assert (widget.encoding.value, widget.method.value) == ("png", "stride")
+    widget.encoding.value = "jpeg"
+    widget.jpeg_plane.value = "xz"
+    widget.chunk_size.value = (4096, 32, 4)
+    assert widget.problems() == []                    # clipped to 8 x 8 x 4
+    viewer.add_image(np.zeros((4, 300, 300), np.uint8), name="wide")
+    widget.layer.value = viewer.layers["wide"]
+    widget.encoding.value = "jpeg"
+    widget.jpeg_plane.value = "xz"
+    widget.chunk_size.value = (300, 300, 4)
+    assert any("90000x4 JPEG image" in p for p in widget.problems())
+
+
+def test_float64_image_is_exported_as_float32(tmp_path):
+    volume = np.random.default_rng(0).normal(size=(1, 4, 10, 12))
+    info = make_info(volume.shape, volume.dtype)
+    assert info["data_type"] == "float32"
+    for _ in iter_export(volume, str(tmp_path / "f"), info):
+        pass
+    np.testing.assert_array_equal(read_scales(tmp_path / "f")[1][0], volume.astype(np.float32))
+    too_big = np.full((1, 2, 2, 2), 1e300)
+    with pytest.raises(ValueError, match="float32"):
+        for _ in iter_export(too_big, str(tmp_path / "big"), make_info(too_big.shape,
+                                                                        too_big.dtype)):
+            pass

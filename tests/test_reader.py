@@ -260,3 +260,16 @@ def test_drag_and_drop_folder_with_remembered_reader(make_napari_viewer, image_d
     get_settings().plugins.extension2reader = {"*/em/": PLUGIN}
     _drop(viewer, path)
     assert [layer.name for layer in viewer.layers] == ["em"]
+
+
+def test_unsupported_dataset_is_a_notification(make_napari_viewer, tmp_path, monkeypatch):
+    from napari.utils import notifications
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    (tmp_path / "rgb16").mkdir()
+    info = make_info(data_type="uint16", num_channels=3, encoding="png")
+    (tmp_path / "rgb16" / "info").write_text(json.dumps(info))
+    viewer = make_napari_viewer()
+    assert viewer.open(str(tmp_path / "rgb16"), plugin=PLUGIN) == []
+    assert len(shown) == 1 and "16-bit PNG" in shown[0]

@@ -49,14 +49,6 @@ def placement(info):
     return tuple(resolution[::-1].tolist()), tuple((offset * resolution)[::-1].tolist())
 
 
-def default_contrast_limits(data_type):
-    """Contrast limits from the data type alone: opening must not scan data."""
-    if data_type == "float32":
-        return (0.0, 1.0)
-    limits = np.iinfo(data_type)
-    return (float(limits.min), float(limits.max))
-
-
 def layer_data_for_dataset(io, name, missing="zeros", on_error=None, source=None):
     """Layer data tuples for every channel of an opened dataset.
 
@@ -85,7 +77,9 @@ def layer_data_for_dataset(io, name, missing="zeros", on_error=None, source=None
             kwargs = dict(common, name=name if num_channels == 1 else f"{name} [{channel}]")
             out.append((_levels([a.channel_array(channel) for a in arrays]), kwargs, "labels"))
         return out
-    kwargs = dict(common, contrast_limits=default_contrast_limits(info["data_type"]))
+    # No contrast_limits: for lazy data napari starts from the data type's
+    # range and fits the first plane it draws, reading nothing more.
+    kwargs = dict(common)
     if num_channels == 1:
         kwargs["name"] = name
         return [(_levels([a.channel_array(0) for a in arrays]), kwargs, "image")]

@@ -80,7 +80,7 @@ def volume_for_layer(data, meta, layer_type):
         offset_zyx.append(int(round(voxels)))
     if rgb:
         channels_last = data if spatial_ndim == 3 else data[np.newaxis]
-        volume = _moveaxis(channels_last, -1, 0)
+        volume = np.moveaxis(channels_last, -1, 0)  # dask arrays stay lazy
     else:
         volume = (data if spatial_ndim == 3 else data[np.newaxis])[np.newaxis]
     return volume, tuple(resolution_zyx[::-1]), tuple(offset_zyx[::-1])
@@ -98,16 +98,6 @@ def _as_array(data):
     if len(chunks) < data.ndim and chunks != "auto":
         chunks = (1,) * (data.ndim - len(chunks)) + chunks
     return da.from_array(data, chunks=chunks, asarray=True, fancy=False)
-
-
-def _moveaxis(array, source, destination):
-    # dask arrays have their own moveaxis; NumPy's works on any ndarray.
-    module = type(array).__module__.split(".")[0]
-    if module == "dask":
-        import dask.array as da
-
-        return da.moveaxis(array, source, destination)
-    return np.moveaxis(np.asarray(array), source, destination)
 
 
 def info_for_layer(data, meta, layer_type, **options):

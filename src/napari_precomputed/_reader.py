@@ -68,14 +68,14 @@ def read_precomputed(path):
     """
     from napari.utils.notifications import show_error
 
-    from .errors import DataAccessError, InvalidInfoError
+    from .errors import DataAccessError, IncompatibleEncoderError, InvalidInfoError
     from ._layer_data import layer_data_for_url
 
     if isinstance(path, (list, tuple)):
         path = path[0]
     try:
         return layer_data_for_url(os.fspath(path), on_error=_ChunkErrorReporter(show_error))
-    except (InvalidInfoError, DataAccessError, ValueError) as exc:
+    except (InvalidInfoError, IncompatibleEncoderError, DataAccessError, ValueError) as exc:
         show_error(f"napari-precomputed cannot open {path}: {exc}")
         # napari's documented "read, but no layers" value: no traceback dialog.
         return [(None,)]

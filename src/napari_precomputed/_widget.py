@@ -23,7 +23,6 @@ from magicgui.widgets import (
 )
 
 PLUGIN = "napari-precomputed"
-_JPEG_MAX_SIDE = 65500
 _AUTO_LEVELS = 0
 
 
@@ -58,30 +57,34 @@ def encodings_for(layer_type, dtype):
     return out
 
 
-def validate_options(volume_shape, encoding, chunk_size, block_size, path, overwrite,
-                     channels):
+def holds_dataset(path):
+    """True if ``path`` is the folder of a dataset (an ``info`` or ``info.gz``)."""
+    return any(os.path.exists(os.path.join(path, name)) for name in ("info", "info.gz"))
+
+
+def validate_options(volume_shape, encoding, chunk_size, path, overwrite, channels,
+                     jpeg_plane="xy"):
     """Problems that would make the export fail, explained before it starts."""
+    from .chunk_encoding import JPEG_MAX_SIDE
+
     problems = []
     if not path:
         problems.append("Choose an output folder.")
-    elif os.path.exists(os.path.join(path, "info")) and not overwrite:
-        problems.append(f"{path} already holds a dataset; tick 'overwrite' to replace it.")
     elif os.path.isfile(path):
         problems.append(f"{path} is a file; choose a folder.")
+    elif holds_dataset(path) and not overwrite:
+        problems.append(f"{path} already holds a dataset; tick 'overwrite' to replace it.")
     if encoding == "jpeg":
         if channels not in (1, 3):
             problems.append(f"JPEG stores 1 or 3 channels, not {channels}.")
         cx, cy, cz = (min(c, s) for c, s in zip(chunk_size, volume_shape[:0:-1]))
-        if cy * cz > _JPEG_MAX_SIDE:
+        width, height = (cx, cy * cz) if jpeg_plane == "xy" else (cx * cy, cz)
+        if max(width, height) > JPEG_MAX_SIDE:
             problems.append(
-                f"A {cx}x{cy}x{cz} chunk makes a JPEG image {cy * cz} pixels high; JPEG "
-                f"allows {_JPEG_MAX_SIDE}. Use smaller chunks.")
+                f"A {cx}x{cy}x{cz} chunk makes a {width}x{height} JPEG image; JPEG allows "
+                f"{JPEG_MAX_SIDE} pixels per side. Use smaller chunks.")
     if encoding == "png" and channels > 4:
         problems.append(f"PNG stores 1 to 4 channels, not {channels}.")
-    if min(chunk_size) < 1:
-        problems.append("Chunk sizes must be at least 1.")
-    if encoding == "compressed_segmentation" and min(block_size) < 1:
-        problems.append("Block sizes must be at least 1.")
     return problems
 
 
@@ -93,6 +96,9 @@ class ExportWidget(Container):
         self._viewer = napari_viewer
         self._worker = None
         self._cancel = threading.Event()
+        self._steps = (0, 0)
+        self._auto_output = None
+        self._current_layer = None
         self._last_output = None
 
         self.layer = ComboBox(label="layer", choices=self._layer_choices)
@@ -122,9 +128,9 @@ class ExportWidget(Container):
                      self.export_button, self.cancel_button, self.open_button])
 
         self.layer.changed.connect(self._on_layer_changed)
-        for widget in (self.encoding, self.output, self.overwrite, self.chunk_size,
-                       self.block_size):
+        for widget in (self.encoding, self.overwrite, self.chunk_size, self.jpeg_plane):
             widget.changed.connect(self._update)
+        self.output.changed.connect(self._on_output_changed)
         self.export_button.clicked.connect(self.start_export)
         self.cancel_button.clicked.connect(self.cancel_export)
         self.open_button.clicked.connect(self.open_result)
@@ -139,12 +145,10 @@ class ExportWidget(Container):
                 if _layer_type(layer) in ("image", "labels")]
 
     def reset_choices(self, event=None):
-        """Called by napari when layers change (for docked magicgui containers).
-
-        The generic version would reset every combo box to the choices it was
-        built with; only the layer list depends on the viewer here.
-        """
-        self._refresh_layers()
+        """Does nothing: napari calls it on docked magicgui containers when
+        layers change, and the generic version would reset every combo box
+        to the choices it was built with. Our own connection to the layer
+        list keeps the layer choice current."""
 
     def _refresh_layers(self, event=None):
         self.layer.reset_choices()
@@ -152,10 +156,13 @@ class ExportWidget(Container):
             active = self._viewer.layers.selection.active
             if active is not None and _layer_type(active) in ("image", "labels"):
                 self.layer.value = active
-        self._on_layer_changed()
+        if self.layer.value is not self._current_layer:
+            self._on_layer_changed()
 
     def _on_layer_changed(self, event=None):
-        layer = self.layer.value
+        layer = self._current_layer = self.layer.value
+        # Never carry consent to replace a dataset over to another layer.
+        self.overwrite.value = False
         if layer is None:
             self.encoding.choices = []
             self._update()
@@ -169,8 +176,13 @@ class ExportWidget(Container):
             combo.choices = []
             combo.choices = choices
             combo.value = choices[0] if choices else None
-        if not self.output.value or str(self.output.value) in ("", "."):
-            self.output.value = os.path.join(os.path.expanduser("~"), layer.name)
+        if not _path(self.output.value) or _path(self.output.value) == self._auto_output:
+            self._auto_output = os.path.join(os.path.expanduser("~"), layer.name)
+            self.output.value = self._auto_output
+        self._update()
+
+    def _on_output_changed(self, event=None):
+        self.overwrite.value = False
         self._update()
 
     def _update(self, event=None):
@@ -178,7 +190,11 @@ class ExportWidget(Container):
         self.jpeg_quality.visible = self.jpeg_plane.visible = encoding == "jpeg"
         self.block_size.visible = encoding == "compressed_segmentation"
         problems = self.problems()
-        self.message.value = "\n".join(problems)
+        path = _path(self.output.value)
+        notes = list(problems)
+        if not problems and self.overwrite.value and holds_dataset(path):
+            notes.append(f"Exporting will replace the dataset in {path}.")
+        self.message.value = "\n".join(notes)
         busy = self._worker is not None
         self.export_button.enabled = not problems and not busy
 
@@ -197,8 +213,8 @@ class ExportWidget(Container):
         except ValueError as exc:
             return [str(exc)]
         return validate_options(volume.shape, self.encoding.value, self.chunk_size.value,
-                                self.block_size.value, _path(self.output.value),
-                                self.overwrite.value, volume.shape[0])
+                                _path(self.output.value), self.overwrite.value,
+                                volume.shape[0], self.jpeg_plane.value)
 
     # running ---------------------------------------------------------------
 
@@ -239,6 +255,7 @@ class ExportWidget(Container):
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_worker_done)
         self._worker = worker
+        self._steps = (0, 0)
         self._last_output = None
         self.progress.visible = True
         self.progress.value = 0
@@ -262,12 +279,13 @@ class ExportWidget(Container):
         return []
 
     def _on_progress(self, step):
-        done, total = step
+        done, total = self._steps = step
         self.progress.max = max(total, 1)
         self.progress.value = done
 
     def _on_returned(self, path):
-        if self._cancel.is_set():
+        done, total = self._steps
+        if self._cancel.is_set() and done < total:
             self.status.value = ("Export cancelled. The chunks written are complete; "
                                  "export again with 'overwrite' to finish it.")
             return
@@ -280,6 +298,7 @@ class ExportWidget(Container):
 
     def _on_worker_done(self):
         self._worker = None
+        self.overwrite.value = False  # consent was for that export only
         self.cancel_button.enabled = False
         self._update()
 

@@ -35,8 +35,8 @@ __all__ = [
     "UnsupportedEncodingError",
 ]
 
-# libjpeg and Pillow refuse images with a side above this many pixels.
-_JPEG_MAX_SIDE = 65500
+#: libjpeg and Pillow refuse images with a side above this many pixels.
+JPEG_MAX_SIDE = 65500
 
 
 def get_encoder(info, scale_info, encoder_options={}):
@@ -294,11 +294,11 @@ class JpegChunkEncoder(_ImageChunkEncoder):
     def encode(self, chunk):
         chunk = _check_chunk(chunk, self.num_channels, self.dtype)
         pixels = self._image_array(chunk, self.jpeg_plane)
-        if max(pixels.shape[:2]) > _JPEG_MAX_SIDE:
+        if max(pixels.shape[:2]) > JPEG_MAX_SIDE:
             raise IncompatibleEncoderError(
                 f"a chunk of shape (C, Z, Y, X) {chunk.shape} makes a "
                 f"{pixels.shape[1]}x{pixels.shape[0]} JPEG image; JPEG allows at most "
-                f"{_JPEG_MAX_SIDE} pixels per side (use smaller chunks)")
+                f"{JPEG_MAX_SIDE} pixels per side (use smaller chunks)")
         out = io.BytesIO()
         # 4:4:4 avoids colour bleeding across the z-slices tiled in one image.
         Image.fromarray(pixels).save(out, format="JPEG", quality=self.jpeg_quality,

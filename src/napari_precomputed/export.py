@@ -42,9 +42,9 @@ def export_dtype(dtype, type_, encoding):
 
     Types the format has are kept, except where the encoding needs another
     (labels of 8/16 bits and any signed labels go to uint32/uint64 for
-    compressed_segmentation; booleans to uint8). Wider types (int64,
-    float64) are narrowed, and :func:`checked_cast` verifies chunk by chunk
-    that nothing is lost.
+    compressed_segmentation; booleans to uint8). Wider types are narrowed:
+    int64 only where every value fits, float64 rounded to float32 only where
+    no value overflows, both verified chunk by chunk by :func:`checked_cast`.
 
     :raises ValueError: if no precomputed data type can hold ``dtype``
     """
@@ -69,7 +69,8 @@ def export_dtype(dtype, type_, encoding):
 
 
 def checked_cast(block, dtype):
-    """``block`` as ``dtype``, raising ValueError if any value changes."""
+    """``block`` as ``dtype``, raising ValueError if an integer value changes
+    or a finite float becomes infinite."""
     dtype = np.dtype(dtype)
     if block.dtype == dtype:
         return block
@@ -78,10 +79,16 @@ def checked_cast(block, dtype):
         limits = np.iinfo(dtype)
         same = block.size == 0 or (limits.min <= block.min() and block.max() <= limits.max)
         out = block.astype(dtype)
+    elif block.dtype.kind == "f" and dtype.kind == "f":
+        # float64 -> float32 rounds (what users expect of a float32 export),
+        # but a finite value must not become infinite.
+        with np.errstate(over="ignore"):
+            out = block.astype(dtype)
+        same = bool(np.isfinite(out).all() or
+                    np.array_equal(np.isfinite(out), np.isfinite(block)))
     else:
         out = block.astype(dtype)
-        same = np.array_equal(out.astype(block.dtype), block,
-                              equal_nan=block.dtype.kind == "f")
+        same = np.array_equal(out.astype(block.dtype), block)
     if not same:
         raise ValueError(
             f"the data has values that {dtype.name} cannot hold exactly "

@@ -79,6 +79,12 @@ class PrecomputedArray:
     def __len__(self):
         return self.shape[0]
 
+    def __dask_tokenize__(self):
+        # Without this dask would pickle (and hash) the whole chunk cache.
+        describe = getattr(self.io.accessor, "describe", None)
+        where = describe() if describe else id(self.io)
+        return ("PrecomputedArray", where, self.scale_key, self.channel)
+
     def channel_array(self, channel):
         """A lazy 3-D array of one channel, sharing this array's cache."""
         return PrecomputedArray(self.io, self.scale_key, channel=channel, cache=self.cache,
