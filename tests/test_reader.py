@@ -159,7 +159,8 @@ def test_opening_reads_info_only_and_a_plane_reads_its_chunks(tmp_path, monkeypa
     from napari_precomputed.volume import chunk_coords_in_box
 
     volume = smooth_volume((1, 20, 50, 70), "uint16")
-    info = write_pyramid(tmp_path / "em", volume, offset=(-5, 10, 3))
+    # png: decoded chunks are cached (raw chunks on local disk are re-read instead)
+    info = write_pyramid(tmp_path / "em", volume, offset=(-5, 10, 3), encoding="png")
     accessor = CountingAccessor(tmp_path / "em")
     monkeypatch.setattr(_layer_data, "get_accessor_for_url", lambda url: accessor)
     (data, kwargs, kind), = _layer_data.layer_data_for_url(str(tmp_path / "em"))

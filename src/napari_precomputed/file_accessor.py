@@ -40,6 +40,8 @@ class FileAccessor(Accessor):
 
     can_read = True
     can_write = True
+    #: Reading a file again costs little more than copying it from the OS cache.
+    cheap_reads = True
 
     def __init__(self, base_dir, flat=True, gzip=False, compresslevel=9):
         self.base_path = pathlib.Path(base_dir)

@@ -97,7 +97,7 @@ def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None):
 
 
 def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
-                cache=None, on_error=None):
+                cache=None, on_error=None, channel=None):
     """Read a box of voxels, fetching and decoding its chunks concurrently.
 
     :param PrecomputedIO io: the dataset
@@ -115,6 +115,7 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
     :param on_error: if given, a callable that receives the exception of a
         chunk that cannot be read or decoded, which then reads as zeros;
         if None such errors are raised
+    :param int channel: read only this channel (the result has C = 1)
     :returns: (C, Z, Y, X) array of the dataset's data type
     :raises DataAccessError: if a chunk cannot be read
     :raises InvalidFormatError: if a chunk cannot be decoded, naming it
@@ -124,7 +125,8 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
     scale_info = io.scale_info(scale_key)
     lo = tuple(int(v) for v in lo)
     hi = tuple(int(v) for v in hi)
-    shape = (io.info["num_channels"],) + tuple(max(0, h - l) for l, h in zip(lo, hi))[::-1]
+    channels = io.info["num_channels"] if channel is None else 1
+    shape = (channels,) + tuple(max(0, h - l) for l, h in zip(lo, hi))[::-1]
     dtype = io.encoder(scale_key).dtype.newbyteorder("=")
     fresh = out is None
     if fresh:
@@ -138,6 +140,8 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
             if not fresh:
                 _region_view(out, coords, lo, hi)[1][...] = 0
             return
+        if channel is not None:
+            chunk = chunk[channel:channel + 1]
         src, dst = _region_view(out, coords, lo, hi, chunk)
         dst[...] = src
 
@@ -148,8 +152,24 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
         for coords in queue:
             paste(coords, _fetch_decode(io, scale_key, coords, missing, cache, on_error))
 
-    _run_workers(work, coords_list, executor, io.accessor)
+    # Reads only fetch and decode, never wait on other reads, so they can
+    # share one long-lived pool (napari slices often; threads are not free).
+    _run_workers(work, coords_list, executor or shared_read_executor(), io.accessor)
     return out
+
+
+_shared_read_executor = None
+_shared_lock = threading.Lock()
+
+
+def shared_read_executor():
+    """The thread pool :func:`read_region` uses when given none."""
+    global _shared_read_executor
+    with _shared_lock:
+        if _shared_read_executor is None:
+            _shared_read_executor = concurrent.futures.ThreadPoolExecutor(
+                max(4, default_workers()), thread_name_prefix="precomputed-read")
+        return _shared_read_executor
 
 
 def _run_workers(work, items, executor, accessor):
