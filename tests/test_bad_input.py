@@ -725,14 +725,7 @@ except (InvalidInfoError, InvalidFormatError, DataAccessError) as exc:
 """
 
 
-@pytest.mark.parametrize("block", [
-    64,
-    pytest.param(2048, marks=pytest.mark.xfail(
-        reason="BUG: compressed_segmentation.decode/_Grid allocate per padded *block* "
-        "voxel (8 G bool/uint8 here) instead of per chunk voxel: a 16-byte chunk with a "
-        "2048^3 block size exhausts memory (MemoryError; 1024^3 takes ~30 s and 13 GiB)",
-        strict=True)),
-])
+@pytest.mark.parametrize("block", [64, 2048])
 def test_cseg_huge_block_size_is_bounded(tmp_path, block):
     """A block size far larger than the chunk is legal (digest 7.4); decoding a
     tiny chunk must stay cheap, or fail with a documented error -- run in a
