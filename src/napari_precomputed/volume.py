@@ -154,7 +154,10 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
 
     # Reads only fetch and decode, never wait on other reads, so they can
     # share one long-lived pool (napari slices often; threads are not free).
-    _run_workers(work, coords_list, executor or shared_read_executor(), io.accessor)
+    serial = (getattr(io.accessor, "cheap_reads", False)
+              and not io.encoder(scale_key).parallel_decode)
+    _run_workers(work, coords_list, executor or shared_read_executor(), io.accessor,
+                 max_workers=1 if serial else None)
     return out
 
 
@@ -172,9 +175,10 @@ def shared_read_executor():
         return _shared_read_executor
 
 
-def _run_workers(work, items, executor, accessor):
+def _run_workers(work, items, executor, accessor, max_workers=None):
     """Run ``work(shared_iterator)`` in as many threads as are useful."""
-    workers = min(len(items), getattr(accessor, "concurrency", None) or default_workers())
+    workers = min(len(items), max_workers or getattr(accessor, "concurrency", None)
+                  or default_workers())
     queue = _SharedIterator(items)
     if workers <= 1:
         work(queue)
