@@ -182,6 +182,12 @@ class ScaleTarget:
             self.counter()
 
 
+def _store_block(block, target, block_info=None):
+    location = block_info[0]["array-location"]
+    target[tuple(slice(start, stop) for start, stop in location)] = block
+    return np.zeros((1, 1, 1, 1), dtype=np.int8)
+
+
 class _AnyEvent:
     """Set when any of the given events (None ignored) is set."""
 
@@ -204,7 +210,11 @@ def pyramid_arrays(data, info, method):
 
     scales = info["scales"]
     c = int(info["num_channels"])
-    level = da.asarray(data)
+    if isinstance(data, da.Array):
+        level = data
+    else:
+        # name=False: hashing a large in-memory array only to name it is slow.
+        level = da.from_array(data, chunks=data.shape, name=False)
     if level.ndim != 4:
         raise ValueError(f"data must be (C, Z, Y, X), got {level.ndim} dimensions")
     dtype = np.dtype(info["data_type"])
@@ -297,7 +307,14 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
         elif num_workers:
             kwargs["num_workers"] = num_workers
         try:
-            da.store(arrays, targets, lock=False, **kwargs)
+            # map_blocks + compute rather than da.store: store wraps every
+            # chunk in a sub-graph that dask orders again (0.4 ms a chunk).
+            import dask
+
+            writes = [array.map_blocks(_store_block, target, dtype=np.int8,
+                                       chunks=tuple((1,) * len(c) for c in array.chunks))
+                      for array, target in zip(arrays, targets)]
+            dask.compute(*writes, **kwargs)
         except BaseException as exc:  # handed to the generator's thread
             outcome["error"] = exc
         finally:
