@@ -3,9 +3,6 @@
 import argparse
 import textwrap
 
-import numpy as np
-
-
 REFERENCE_PROGRAM = textwrap.dedent('''
     import numpy as np
     from {pkg}.accessor import get_accessor_for_url, DataAccessError
@@ -73,12 +70,10 @@ REFERENCE_PROGRAM = textwrap.dedent('''
         return "ok"
 ''')
 
-
 def test_reference_program_runs_with_only_the_import_changed(tmp_path):
     namespace = {}
     exec(REFERENCE_PROGRAM.format(pkg="napari_precomputed"), namespace)
     assert namespace["run"](str(tmp_path / "ds")) == "ok"
-
 
 def test_argparse_options_feed_get_encoder():
     from napari_precomputed.chunk_encoding import add_argparse_options, get_encoder
@@ -92,4 +87,3 @@ def test_argparse_options_feed_get_encoder():
     parser = argparse.ArgumentParser()
     add_argparse_options(parser)
     assert not hasattr(parser.parse_args([]), "jpeg_quality")
-    assert np.dtype("uint8") == enc.dtype

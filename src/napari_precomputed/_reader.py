@@ -7,7 +7,14 @@ of a local ``info`` file.
 
 import os
 
-PRECOMPUTED_PREFIX = "precomputed://"
+# Light on purpose (os and urllib only): napari imports this at start-up.
+from .accessor import (
+    PRECOMPUTED_PREFIX,
+    convert_file_url_to_pathname,
+    local_dataset_folder,
+    split_precomputed_url,
+)
+
 # Enough of an info file to see its "@type" or "scales" member.
 _SNIFF_BYTES = 64 * 1024
 
@@ -25,24 +32,15 @@ def get_reader(path):
                 return None
             path = path[0]
         path = os.fspath(path)
-        if path.startswith(PRECOMPUTED_PREFIX):
-            rest = path[len(PRECOMPUTED_PREFIX):]
-            if "://" in rest and not rest.startswith("file://"):
-                # Remote: the user said it is precomputed; look at it only
-                # when it is really opened, not while napari is asking around.
-                return read_precomputed
-            path = rest[len("file://"):] if rest.startswith("file://") else rest
-        elif "://" in path:
-            return None
-        return read_precomputed if _is_volume_info(_info_path(path)) else None
+        scheme, rest = split_precomputed_url(path)
+        if scheme != "file":
+            # Remote: if the user said it is precomputed, look at it only when
+            # it is really opened, not while napari is asking around.
+            return read_precomputed if path.startswith(PRECOMPUTED_PREFIX) else None
+        folder = local_dataset_folder(convert_file_url_to_pathname(rest))
+        return read_precomputed if _is_volume_info(os.path.join(folder, "info")) else None
     except Exception:  # never let napari's reader discovery fail because of us
         return None
-
-
-def _info_path(path):
-    if os.path.basename(os.path.normpath(path)) == "info" and os.path.isfile(path):
-        return path
-    return os.path.join(path, "info")
 
 
 def _is_volume_info(info_path):

@@ -137,6 +137,13 @@ def convert_file_url_to_pathname(url):
     return url
 
 
+def local_dataset_folder(path):
+    """The dataset folder of a local path, which may name its ``info`` file."""
+    if os.path.basename(os.path.normpath(path)) == "info" and os.path.isfile(path):
+        return os.path.dirname(os.path.abspath(path))
+    return path
+
+
 def get_accessor_for_url(url, accessor_options={}):
     """Create an accessor for the dataset at a path or URL.
 
@@ -153,9 +160,7 @@ def get_accessor_for_url(url, accessor_options={}):
     if scheme == "file":
         from .file_accessor import FileAccessor
 
-        path = convert_file_url_to_pathname(rest)
-        if os.path.basename(os.path.normpath(path)) == "info" and os.path.isfile(path):
-            path = os.path.dirname(os.path.abspath(path))
+        path = local_dataset_folder(convert_file_url_to_pathname(rest))
         options = dict(accessor_options or {})
         return FileAccessor(path, **{k: v for k, v in options.items()
                                      if k in ("gzip", "compresslevel", "flat")})
