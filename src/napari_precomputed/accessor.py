@@ -81,6 +81,22 @@ class Accessor:
         """
         raise NotImplementedError
 
+    def fetch_chunk_range(self, key, chunk_coords, start, stop):
+        """Fetch part of an encoded chunk.
+
+        This fetches the whole chunk; accessors that can read a byte range
+        (a local file, HTTP Range requests) do less.
+
+        :param int start: first byte
+        :param int stop: end byte (exclusive)
+        :returns: ``(data, total_size)``: bytes ``start`` to ``stop`` (fewer
+            if the chunk is shorter) and the size of the whole chunk
+        :raises ChunkNotFoundError: if the chunk is not stored
+        :raises DataAccessError: if the chunk cannot be read
+        """
+        buf = self.fetch_chunk(key, chunk_coords)
+        return bytes(memoryview(buf)[start:stop]), len(buf)
+
     def store_chunk(self, buf, key, chunk_coords, mime_type="application/octet-stream",
                     overwrite=True):
         """Store a chunk in the dataset.

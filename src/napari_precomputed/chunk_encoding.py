@@ -8,11 +8,13 @@ Fortran (x, y, z, c) order in which the format stores voxels.
 """
 
 import io
+import math
 import warnings
 
 import numpy as np
 from PIL import Image
 
+from .allocator import tune_allocator
 from .errors import (
     IncompatibleEncoderError,
     InvalidFormatError,
@@ -56,6 +58,8 @@ def get_encoder(info, scale_info, encoder_options={}):
     :raises IncompatibleEncoderError: if the encoding cannot store the data
         type or channel count of ``info``
     """
+    # Every chunk codec allocates chunk-sized buffers; see allocator.py.
+    tune_allocator()
     try:
         data_type = info["data_type"]
         num_channels = info["num_channels"]
@@ -152,6 +156,8 @@ class ChunkEncoder:
     #: Whether decoding spends its time outside the GIL, so that chunks decode
     #: faster in several threads than in one.
     parallel_decode = True
+    #: Whether :meth:`decode_z_range` decodes less than the whole chunk.
+    partial_z_decode = False
 
     def __init__(self, data_type, num_channels):
         if data_type not in DATA_TYPES:
@@ -184,6 +190,50 @@ class ChunkEncoder:
         """
         raise NotImplementedError
 
+    def decode_z_range(self, buf, chunk_size, z_start, z_stop):
+        """Decode at least the z-slices ``z_start`` to ``z_stop`` of a chunk.
+
+        Encodings that can decode part of a chunk (compressed_segmentation,
+        by layers of blocks) do less work for a plane than for the chunk.
+
+        :param bytes buf: encoded chunk
+        :param tuple chunk_size: the chunk's (X, Y, Z) size
+        :param int z_start: first z-slice needed, counted in the chunk
+        :param int z_stop: end of the z-slices needed (exclusive)
+        :returns: ``(array, first)``: a (C, Z', Y, X) array holding the
+            chunk's z-slices ``first`` to ``first + Z'``, which include the
+            ones asked for
+        :raises InvalidFormatError: if the chunk cannot be decoded
+        """
+        return self.decode(buf, chunk_size), 0
+
+    def z_slab(self, depth, z_start, z_stop):
+        """The z-slices :meth:`decode_z_range` decodes for a request.
+
+        :param int depth: the chunk's Z size
+        :returns: ``(first, stop)``, z-slices in the chunk; requests with the
+            same answer decode the same array, so it can key a cache
+        """
+        return 0, depth
+
+    def z_byte_range(self, chunk_size, z_start, z_stop):
+        """Where z-slices of a chunk lie in its encoded bytes, if in one piece.
+
+        :returns: ``(start, stop)`` byte offsets, or None if the z-slices
+            cannot be read without the rest of the chunk
+        """
+        return None
+
+    def decode_z_bytes(self, data, total_size, chunk_size, z_start, z_stop):
+        """Decode the bytes :meth:`z_byte_range` named.
+
+        :param bytes data: the bytes from ``start`` to ``stop``
+        :param int total_size: the size of the whole encoded chunk, to check
+        :returns: (C, z_stop - z_start, Y, X) array
+        :raises InvalidFormatError: if the chunk cannot be decoded
+        """
+        raise NotImplementedError
+
     def _shape(self, chunk_size):
         x, y, z = (int(v) for v in chunk_size)
         return (self.num_channels, z, y, x)
@@ -196,18 +246,50 @@ class RawChunkEncoder(ChunkEncoder):
     :param int num_channels: number of image channels
     """
 
+    # A z-slab of a one-channel raw chunk is one contiguous run of bytes.
+    partial_z_decode = True
+
     def encode(self, chunk):
         chunk = _check_chunk(chunk, self.num_channels, self.dtype)
         return np.ascontiguousarray(chunk, dtype=self.dtype).tobytes()
 
+    def z_slab(self, depth, z_start, z_stop):
+        if self.num_channels != 1:
+            return 0, depth
+        return z_start, z_stop
+
+    def z_byte_range(self, chunk_size, z_start, z_stop):
+        if self.num_channels != 1:
+            return None
+        plane = int(chunk_size[0]) * int(chunk_size[1]) * self.dtype.itemsize
+        return z_start * plane, z_stop * plane
+
+    def decode_z_range(self, buf, chunk_size, z_start, z_stop):
+        first, stop = self.z_slab(int(chunk_size[2]), z_start, z_stop)
+        return self.decode(buf, chunk_size)[:, first:stop], first
+
+    def decode_z_bytes(self, data, total_size, chunk_size, z_start, z_stop):
+        self._check_length(total_size, chunk_size)
+        x, y = int(chunk_size[0]), int(chunk_size[1])
+        wanted = (z_stop - z_start) * x * y * self.dtype.itemsize
+        if len(data) != wanted:
+            raise InvalidFormatError(
+                f"raw chunk: got {len(data)} bytes for z-slices {z_start} to {z_stop}, "
+                f"expected {wanted} (the file changed while it was read?)")
+        return np.frombuffer(data, dtype=self.dtype).reshape(
+            1, z_stop - z_start, y, x).astype(self.dtype.newbyteorder("="), copy=False)
+
+    def _check_length(self, length, chunk_size):
+        expected = math.prod(self._shape(chunk_size)) * self.dtype.itemsize
+        if length != expected:
+            raise InvalidFormatError(
+                f"raw chunk is {length} bytes long, expected "
+                f"{expected} for {self.num_channels} channel(s) of {self.data_type} "
+                f"and size {tuple(chunk_size)}")
+
     def decode(self, buf, chunk_size):
         shape = self._shape(chunk_size)
-        expected = int(np.prod(shape)) * self.dtype.itemsize
-        if len(buf) != expected:
-            raise InvalidFormatError(
-                f"raw chunk is {len(buf)} bytes long, expected {expected} for "
-                f"{self.num_channels} channel(s) of {self.data_type} and size "
-                f"{tuple(chunk_size)}")
+        self._check_length(len(buf), chunk_size)
         return np.frombuffer(buf, dtype=self.dtype).reshape(shape).astype(
             self.dtype.newbyteorder("="), copy=False)
 
@@ -372,6 +454,7 @@ class CompressedSegmentationEncoder(ChunkEncoder):
     # Many small NumPy operations per chunk: threads mostly wait for the GIL
     # (a 512x512x256 read took 150 ms in one thread, 230-800 ms in two).
     parallel_decode = False
+    partial_z_decode = True
 
     def __init__(self, data_type, num_channels, block_size):
         super().__init__(data_type, num_channels)
@@ -385,14 +468,33 @@ class CompressedSegmentationEncoder(ChunkEncoder):
         if len(block_size) != 3 or min(block_size) < 1:
             raise IncompatibleEncoderError(f"invalid block size {block_size!r}")
         self.block_size = block_size
-        from . import compressed_segmentation
-
-        self._codec = compressed_segmentation
 
     def encode(self, chunk):
+        from . import compressed_segmentation
+
         chunk = _check_chunk(chunk, self.num_channels, self.dtype)
-        return self._codec.encode(chunk, self.block_size)
+        return compressed_segmentation.encode(chunk, self.block_size)
 
     def decode(self, buf, chunk_size):
-        return self._codec.decode(buf, chunk_size, self.num_channels,
+        from . import compressed_segmentation
+
+        return compressed_segmentation.decode(buf, chunk_size, self.num_channels,
                                               self.data_type, self.block_size)
+
+    def decode_z_range(self, buf, chunk_size, z_start, z_stop):
+        from . import compressed_segmentation
+
+        first, stop = self.z_slab(int(chunk_size[2]), z_start, z_stop)
+        if first == 0 and stop == int(chunk_size[2]):
+            return self.decode(buf, chunk_size), 0
+        bz = self.block_size[2]
+        slab = compressed_segmentation.decode(buf, chunk_size, self.num_channels,
+                                              self.data_type, self.block_size,
+                                              z_blocks=(first // bz, -(-stop // bz)))
+        return slab, first
+
+    def z_slab(self, depth, z_start, z_stop):
+        if not 0 <= z_start < z_stop <= depth:
+            raise ValueError(f"z-slices {z_start}..{z_stop} are not in a chunk of depth {depth}")
+        bz = self.block_size[2]
+        return z_start // bz * bz, min(-(-z_stop // bz) * bz, depth)

@@ -571,8 +571,8 @@ def _encode_channel_voxelwise(channel, grid, c):
 # --------------------------------------------------------------------------
 
 
-def decode(buf, chunk_size, num_channels, data_type, block_size):
-    """Decode a ``compressed_segmentation`` buffer.
+def decode(buf, chunk_size, num_channels, data_type, block_size, z_blocks=None):
+    """Decode a ``compressed_segmentation`` buffer, or a z-slab of it.
 
     Accepts everything Neuroglancer and TensorStore accept: tables shared
     between blocks or placed anywhere, unsorted tables, arbitrary indices at
@@ -584,8 +584,12 @@ def decode(buf, chunk_size, num_channels, data_type, block_size):
     :param num_channels: number of channels C.
     :param data_type: ``"uint32"`` or ``"uint64"`` (or the NumPy dtype).
     :param block_size: block shape ``(Bx, By, Bz)``.
-    :returns: array of shape (C, Z, Y, X) and the given dtype, native byte
-        order.
+    :param z_blocks: optional ``(first, stop)`` range of block layers along
+        z; only their blocks are read and checked, and the result holds the
+        chunk's z-slices ``first * Bz`` to ``min(stop * Bz, Z)``. A plane
+        needs one layer of blocks, not the whole chunk.
+    :returns: array of shape (C, Z, Y, X) (Z of the slab with ``z_blocks``)
+        and the given dtype, native byte order.
     :raises InvalidFormatError: if the buffer is malformed (section 7.2 of the
         digest); the message says what is wrong and where.
     """
@@ -598,6 +602,18 @@ def decode(buf, chunk_size, num_channels, data_type, block_size):
     num_channels = operator.index(num_channels)
     if num_channels < 1:
         raise ValueError(f"num_channels must be >= 1, got {num_channels}")
+    full_grid = _grid((Z, Y, X), (bz, by, bx))
+    first_block = 0
+    if z_blocks is not None:
+        z_first, z_stop = (operator.index(v) for v in z_blocks)
+        if not 0 <= z_first < z_stop <= full_grid.grid[0]:
+            raise ValueError(f"z_blocks {tuple(z_blocks)} is not a range of the "
+                             f"{full_grid.grid[0]} block layers")
+        # The blocks of a z-slab are consecutive in the header (x fastest),
+        # and every offset is relative to the channel, so a slab decodes as
+        # a chunk of the slab's depth whose header starts further on.
+        Z = min(z_stop * bz, Z) - z_first * bz
+        first_block = z_first * full_grid.grid[1] * full_grid.grid[2]
     grid = _grid((Z, Y, X), (bz, by, bx))
 
     raw = memoryview(buf).cast("B")
@@ -641,7 +657,15 @@ def decode(buf, chunk_size, num_channels, data_type, block_size):
                 f"channel {c}: data offset {base} lies outside words "
                 f"{num_channels}..{nwords} of the {nwords}-word buffer"
             )
-        _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c, out[c])
+        try:
+            _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c,
+                            out[c], first_block)
+        except InvalidFormatError as exc:
+            if not first_block:
+                raise
+            raise InvalidFormatError(
+                f"{exc} (block z counted from block layer {first_block // (grid.grid[1] * grid.grid[2])})"
+            ) from None
     return out
 
 
@@ -668,14 +692,16 @@ def _unpack(words_le, starts, bits, block_voxels):
     return unpacked.view(np.uint8).reshape(starts.size, -1)[:, :block_voxels]
 
 
-def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c, out):
+def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c, out,
+                    first_block=0):
     nblocks, block_voxels = grid.nblocks, grid.block_voxels
-    if base + 2 * nblocks > nwords:
+    header_start = base + 2 * first_block
+    if header_start + 2 * nblocks > nwords:
         raise InvalidFormatError(
-            f"channel {c}: header table of {nblocks} blocks at word {base} does not fit "
-            f"in the {nwords}-word buffer"
+            f"channel {c}: header table of {first_block + nblocks} blocks at word {base} "
+            f"does not fit in the {nwords}-word buffer"
         )
-    header = words[base : base + 2 * nblocks]
+    header = words[header_start : header_start + 2 * nblocks]
     head0 = header[0::2]
     bits = (head0 >> 24).astype(np.intp)
     bad = ~_BITS_OK[bits]

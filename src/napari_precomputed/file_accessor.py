@@ -48,6 +48,7 @@ class FileAccessor(Accessor):
         self.flat = flat
         self.gzip = gzip
         self.compresslevel = compresslevel
+        self._scale_dirs = {}
 
     def __repr__(self):
         return f"FileAccessor({str(self.base_path)!r})"
@@ -88,15 +89,42 @@ class FileAccessor(Accessor):
         return (scale_dir / chunk_name(chunk_coords),
                 scale_dir / nested_chunk_name(chunk_coords))
 
+    def _chunk_read_paths(self, key, chunk_coords):
+        # Plain strings: napari reads thousands of chunks a second, and
+        # pathlib costs more than the read of a small chunk.
+        scale_dir = self._scale_dirs.get(key)
+        if scale_dir is None:
+            scale_dir = self._scale_dirs[key] = str(self._path(key))
+        return (os.path.join(scale_dir, chunk_name(chunk_coords)),
+                os.path.join(scale_dir, nested_chunk_name(chunk_coords)))
+
     def fetch_chunk(self, key, chunk_coords):
-        flat, nested = self._chunk_paths(key, chunk_coords)
-        for path in (flat, nested):
-            buf = self._read_first(path, path.with_name(path.name + ".gz"))
+        for path in self._chunk_read_paths(key, chunk_coords):
+            buf = self._read_first(path, path + ".gz")
             if buf is not None:
                 return buf
         raise ChunkNotFoundError(
             f"chunk {chunk_name(chunk_coords)} of scale {key!r} is not stored in "
             f"{self.base_path}")
+
+    def fetch_chunk_range(self, key, chunk_coords, start, stop):
+        for path in self._chunk_read_paths(key, chunk_coords):
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            except (FileNotFoundError, NotADirectoryError):
+                if os.path.exists(path + ".gz"):
+                    break  # compressed: only whole
+                continue
+            except (OSError, ValueError) as exc:
+                raise DataAccessError(f"cannot read {path}: {exc}") from exc
+            try:
+                return _pread(fd, max(0, stop - start), start), os.fstat(fd).st_size
+            except OSError as exc:
+                raise DataAccessError(f"cannot read {path}: {exc}") from exc
+            finally:
+                os.close(fd)
+        # The whole chunk (inflated), or the error saying it is missing.
+        return super().fetch_chunk_range(key, chunk_coords, start, stop)
 
     def store_chunk(self, buf, key, chunk_coords, mime_type="application/octet-stream",
                     overwrite=True):
@@ -162,6 +190,13 @@ class FileAccessor(Accessor):
             if isinstance(exc, OSError):
                 raise DataAccessError(f"cannot write {path}: {exc}") from exc
             raise
+
+
+def _pread(fd, length, offset):
+    if hasattr(os, "pread"):
+        return os.pread(fd, length, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows has no pread
+    return os.read(fd, length)
 
 
 def _gunzip(compressed, path):

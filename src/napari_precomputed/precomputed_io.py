@@ -203,11 +203,42 @@ class PrecomputedIO:
         try:
             return self._encoders[scale_key].decode(buf, chunk_shape(chunk_coords))
         except InvalidFormatError as exc:
-            where = f"{scale_key}/{chunk_name(chunk_coords)}"
-            describe = getattr(self.accessor, "describe", None)
-            if describe is not None:
-                where = describe(where)
-            raise InvalidFormatError(f"chunk {where}: {exc}") from exc
+            raise self._name_chunk(exc, scale_key, chunk_coords) from exc
+
+    def read_chunk_z_range(self, scale_key, chunk_coords, z_start, z_stop):
+        """Read at least z-slices ``z_start`` to ``z_stop`` of a chunk.
+
+        Where the encoding allows, less than the whole chunk is fetched (raw:
+        only the slices' bytes) or decoded (compressed_segmentation: only the
+        layers of blocks that hold them).
+
+        :param int z_start: first z-slice, counted in the chunk
+        :param int z_stop: end of the z-slices (exclusive)
+        :returns: ``(array, first)``: a (C, Z', Y, X) array holding the
+            chunk's z-slices ``first`` to ``first + Z'``
+        :raises DataAccessError: as :meth:`read_chunk`
+        :raises InvalidFormatError: if the chunk cannot be decoded, naming it
+        """
+        self._check_coords(scale_key, chunk_coords)
+        encoder = self._encoders[scale_key]
+        size = chunk_shape(chunk_coords)
+        byte_range = encoder.z_byte_range(size, z_start, z_stop)
+        fetch_range = getattr(self.accessor, "fetch_chunk_range", None)
+        try:
+            if byte_range is not None and fetch_range is not None:
+                data, total = fetch_range(scale_key, chunk_coords, *byte_range)
+                return encoder.decode_z_bytes(data, total, size, z_start, z_stop), z_start
+            buf = self.accessor.fetch_chunk(scale_key, chunk_coords)
+            return encoder.decode_z_range(buf, size, z_start, z_stop)
+        except InvalidFormatError as exc:
+            raise self._name_chunk(exc, scale_key, chunk_coords) from exc
+
+    def _name_chunk(self, exc, scale_key, chunk_coords):
+        where = f"{scale_key}/{chunk_name(chunk_coords)}"
+        describe = getattr(self.accessor, "describe", None)
+        if describe is not None:
+            where = describe(where)
+        return InvalidFormatError(f"chunk {where}: {exc}")
 
     def write_chunk(self, chunk, scale_key, chunk_coords):
         """Write a chunk into the dataset.

@@ -71,15 +71,24 @@ def chunk_coords_in_box(scale_info, lo, hi, chunk_size=None):
             for gz, gy, gx in itertools.product(ranges[2], ranges[1], ranges[0])]
 
 
-def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None):
-    """Decoded chunk, or None where it reads as zeros."""
+def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None, z_slab=None):
+    """Decoded chunk, or None where it reads as zeros, and its first z-slice.
+
+    With ``z_slab`` (first, stop), only that z-slab of the chunk is decoded
+    (for encodings that can; see ``ChunkEncoder.z_slab``).
+    """
+    key = (scale_key, coords) if z_slab is None else (scale_key, coords, z_slab)
+    first = 0 if z_slab is None else z_slab[0]
     if cache is not None:
-        hit = cache.get((scale_key, coords))
+        hit = cache.get(key)
         if hit is not None:
-            return None if hit is MISSING else hit
+            return (None if hit is MISSING else hit), first
     try:
-        buf = io.accessor.fetch_chunk(scale_key, coords)
-        chunk = io.decode_chunk(buf, scale_key, coords)
+        if z_slab is None:
+            buf = io.accessor.fetch_chunk(scale_key, coords)
+            chunk = io.decode_chunk(buf, scale_key, coords)
+        else:
+            chunk, first = io.read_chunk_z_range(scale_key, coords, *z_slab)
     except ChunkNotFoundError:
         if missing == "error":
             raise
@@ -90,10 +99,10 @@ def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None):
         # The caller reports it; the chunk shows as zeros, and is not cached
         # so that a repaired file is picked up.
         on_error(exc)
-        return None
+        return None, first
     if cache is not None:
-        cache.put((scale_key, coords), chunk)
-    return None if chunk is MISSING else chunk
+        cache.put(key, chunk)
+    return (None if chunk is MISSING else chunk), first
 
 
 def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
@@ -135,27 +144,49 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
         raise ValueError(f"out has shape {out.shape}, the box needs {shape}")
     coords_list = chunk_coords_in_box(scale_info, lo, hi)
 
-    def paste(coords, chunk):
+    def paste(coords, chunk, first):
         if chunk is None:
             if not fresh:
                 _region_view(out, coords, lo, hi)[1][...] = 0
             return
         if channel is not None:
             chunk = chunk[channel:channel + 1]
+        if first or chunk.shape[1] != coords[5] - coords[4]:
+            z0 = coords[4] + first
+            coords = coords[:4] + (z0, z0 + chunk.shape[1])
         src, dst = _region_view(out, coords, lo, hi, chunk)
         dst[...] = src
+
+    encoder = io.encoder(scale_key)
+    cheap_reads = getattr(io.accessor, "cheap_reads", False)
+    # Decoding part of a chunk saves work only if fetching it again for
+    # another part is cheap.
+    partial = encoder.partial_z_decode and cheap_reads
+
+    def slab_for(coords):
+        # The z-slab of a chunk that the box needs, or None for all of it.
+        z0, z1 = coords[4], coords[5]
+        z_start, z_stop = max(lo[2], z0) - z0, min(hi[2], z1) - z0
+        if not partial or (z_start == 0 and z_stop == z1 - z0):
+            return None
+        slab = encoder.z_slab(z1 - z0, z_start, z_stop)
+        return None if slab == (0, z1 - z0) else slab
 
     def work(queue):
         # Each worker drains a shared queue: a handful of long-lived tasks
         # instead of one future per chunk, whose hand-offs between threads
         # cost more than decoding a small raw chunk.
         for coords in queue:
-            paste(coords, _fetch_decode(io, scale_key, coords, missing, cache, on_error))
+            paste(coords, *_fetch_decode(io, scale_key, coords, missing, cache, on_error,
+                                         slab_for(coords)))
 
     # Reads only fetch and decode, never wait on other reads, so they can
     # share one long-lived pool (napari slices often; threads are not free).
-    serial = (getattr(io.accessor, "cheap_reads", False)
-              and not io.encoder(scale_key).parallel_decode)
+    # Threads also lose where each chunk costs only a few microseconds of
+    # work: a plane of one-channel raw chunks, read by byte range.
+    thin = (partial and coords_list and hi[2] - lo[2] == 1
+            and encoder.z_byte_range((1, 1, 1), 0, 1) is not None)
+    serial = cheap_reads and (not encoder.parallel_decode or thin)
     _run_workers(work, coords_list, executor or shared_read_executor(), io.accessor,
                  max_workers=1 if serial else None)
     return out

@@ -1,0 +1,106 @@
+"""Reading part of a chunk: raw z-slices by byte range, compressed_segmentation
+z-slabs by layers of blocks. Results must equal slicing the whole chunk."""
+
+import gzip
+
+import numpy as np
+import pytest
+from conftest import label_volume, smooth_volume
+
+from napari_precomputed import compressed_segmentation
+from napari_precomputed.accessor import get_accessor_for_url
+from napari_precomputed.errors import ChunkNotFoundError, InvalidFormatError
+from napari_precomputed.file_accessor import FileAccessor
+from napari_precomputed.lazy_array import PrecomputedArray
+from napari_precomputed.precomputed_io import get_IO_for_existing_dataset
+from napari_precomputed.volume import read_region
+
+COORDS = (0, 4, -2, 0, 10, 11)
+
+
+@pytest.mark.parametrize("shape, block", [((64, 64, 64), (8, 8, 8)), ((37, 20, 9), (4, 3, 5)),
+                                          ((5, 6, 7), (2, 2, 2)), ((9, 4, 4), (16, 2, 2))])
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_slab_decode_equals_slice_of_whole(shape, block, dtype, channels):
+    chunk = label_volume((channels,) + shape, dtype, n_labels=9)
+    buf = compressed_segmentation.encode(chunk, block[::-1])
+    z, bz = shape[0], block[0]
+    layers = -(-z // bz)
+    for first in range(layers):
+        for stop in range(first + 1, layers + 1):
+            slab = compressed_segmentation.decode(buf, shape[::-1], channels, dtype,
+                                                  block[::-1], z_blocks=(first, stop))
+            np.testing.assert_array_equal(slab, chunk[:, first * bz:min(stop * bz, z)])
+
+
+def test_slab_decode_checks_its_range_and_its_blocks():
+    chunk = label_volume((1, 16, 8, 8), np.uint32)
+    buf = bytearray(compressed_segmentation.encode(chunk, (8, 8, 8)))
+    with pytest.raises(ValueError, match="z_blocks"):
+        compressed_segmentation.decode(buf, (8, 8, 16), 1, "uint32", (8, 8, 8), z_blocks=(1, 3))
+    # Corrupt the bit width of the block in layer 1: layer 0 still decodes,
+    # layer 1 names the block.
+    buf[4 + 8 + 3] = 3  # after the channel offset and block 0: top byte of block 1
+    compressed_segmentation.decode(bytes(buf), (8, 8, 16), 1, "uint32", (8, 8, 8),
+                                   z_blocks=(0, 1))
+    with pytest.raises(InvalidFormatError, match="bit width 3.*block layer 1"):
+        compressed_segmentation.decode(bytes(buf), (8, 8, 16), 1, "uint32", (8, 8, 8),
+                                       z_blocks=(1, 2))
+
+
+@pytest.mark.parametrize("encoding, make", [
+    ("raw", lambda: smooth_volume((1, 20, 50, 70), "uint16")),
+    ("raw", lambda: smooth_volume((2, 20, 50, 70), "float32")),
+    ("compressed_segmentation", lambda: label_volume((1, 20, 50, 70), np.uint64)),
+    ("compressed_segmentation", lambda: label_volume((2, 20, 50, 70), np.uint32)),
+])
+def test_planes_and_slabs_equal_the_volume(new_dataset, encoding, make):
+    volume = make()
+    io, _ = new_dataset(volume, encoding=encoding, voxel_offset=(3, -4, 5),
+                        chunk_size=(32, 32, 16),
+                        **({"compressed_segmentation_block_size": [8, 8, 4]}
+                           if encoding == "compressed_segmentation" else {}))
+    for z0, z1 in [(5, 6), (12, 13), (20, 21), (24, 25), (7, 19), (6, 25)]:
+        got = read_region(io, "s0", (3, -4, z0), (73, 46, z1))
+        np.testing.assert_array_equal(got, volume[:, z0 - 5:z1 - 5])
+    lazy = PrecomputedArray(io, "s0", channel=0)
+    for z in (0, 3, 4, 19):
+        np.testing.assert_array_equal(lazy[z], volume[0, z])
+        np.testing.assert_array_equal(lazy[z, 10:20, 5], volume[0, z, 10:20, 5])
+
+
+def test_raw_byte_range_reads_only_the_plane_and_checks_the_length(new_dataset):
+    volume = smooth_volume((1, 16, 32, 32), "uint8")
+    io, path = new_dataset(volume, chunk_size=(32, 32, 16))
+    chunk_file = path / "s0" / "0-32_0-32_0-16"
+    data, total = FileAccessor(path).fetch_chunk_range("s0", (0, 32, 0, 32, 0, 16),
+                                                       3 * 1024, 4 * 1024)
+    assert total == 16 * 1024 and data == volume[0, 3].tobytes()
+    chunk_file.write_bytes(chunk_file.read_bytes() + b"\0")
+    with pytest.raises(InvalidFormatError, match=r"0-32_0-32_0-16.*16385 bytes long"):
+        read_region(io, "s0", (0, 0, 3), (32, 32, 4))
+
+
+def test_range_of_gz_missing_and_nested_chunks(tmp_path):
+    acc = FileAccessor(tmp_path)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "0-4_-2-0_10-11.gz").write_bytes(gzip.compress(b"abcdef"))
+    assert acc.fetch_chunk_range("s", COORDS, 1, 3) == (b"bc", 6)
+    nested = tmp_path / "t" / "0-4" / "-2-0" / "10-11"
+    nested.parent.mkdir(parents=True)
+    nested.write_bytes(b"uvwxyz")
+    assert acc.fetch_chunk_range("t", COORDS, 4, 10) == (b"yz", 6)
+    with pytest.raises(ChunkNotFoundError):
+        acc.fetch_chunk_range("u", COORDS, 0, 1)
+
+
+def test_missing_chunks_read_as_zeros_in_planes(new_dataset):
+    volume = label_volume((1, 16, 40, 40), np.uint32)
+    io, path = new_dataset(volume, encoding="compressed_segmentation", chunk_size=(32, 32, 16))
+    (path / "s0" / "0-32_0-32_0-16").unlink()
+    io = get_IO_for_existing_dataset(get_accessor_for_url(str(path)))
+    got = read_region(io, "s0", (0, 0, 9), (40, 40, 10))
+    expected = volume[:, 9:10].copy()
+    expected[:, :, :32, :32] = 0
+    np.testing.assert_array_equal(got, expected)
