@@ -2,12 +2,14 @@
 z-slabs by layers of blocks. Results must equal slicing the whole chunk."""
 
 import gzip
+import io
 
 import numpy as np
 import pytest
 from conftest import label_volume, smooth_volume
+from PIL import Image
 
-from napari_precomputed import compressed_segmentation
+from napari_precomputed import compressed_segmentation, jpeg_bands
 from napari_precomputed.accessor import get_accessor_for_url
 from napari_precomputed.errors import ChunkNotFoundError, InvalidFormatError
 from napari_precomputed.file_accessor import FileAccessor
@@ -104,3 +106,56 @@ def test_missing_chunks_read_as_zeros_in_planes(new_dataset):
     expected = volume[:, 9:10].copy()
     expected[:, :, :32, :32] = 0
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("plane", ["xy", "xz"])
+def test_jpeg_z_ranges_equal_the_whole_decode(channels, plane):
+    from napari_precomputed.chunk_encoding import JpegChunkEncoder
+
+    encoder = JpegChunkEncoder("uint8", channels, 90, plane)
+    chunk = smooth_volume((channels, 20, 24, 40), "uint8")
+    buf = encoder.encode(chunk)
+    assert jpeg_bands.parse(buf) is not None  # written with restart markers
+    whole = encoder.decode(buf, (40, 24, 20))
+    for z0 in range(20):
+        for z1 in range(z0 + 1, 21):
+            part, first = encoder.decode_z_range(buf, (40, 24, 20), z0, z1)
+            assert first == z0
+            np.testing.assert_array_equal(part, whole[:, z0:z1])
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True, "restart_marker_rows": 1},
+                                     {"restart_marker_blocks": 3}])
+def test_jpeg_that_cannot_be_cut_is_decoded_whole(options):
+    # What TensorStore and neuroglancer-scripts write has no restart markers;
+    # progressive images and intervals that end mid-row cannot be cut either.
+    from napari_precomputed.chunk_encoding import JpegChunkEncoder
+
+    pixels = smooth_volume((1, 16, 16, 16), "uint8")[0].reshape(256, 16)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=90, **options)
+    buf = out.getvalue()
+    assert jpeg_bands.parse(buf) is None
+    encoder = JpegChunkEncoder("uint8", 1)
+    part, first = encoder.decode_z_range(buf, (16, 16, 16), 5, 6)
+    np.testing.assert_array_equal(part, encoder.decode(buf, (16, 16, 16))[:, 5:6])
+
+
+def test_jpeg_band_parse_rejects_garbage():
+    from napari_precomputed.chunk_encoding import JpegChunkEncoder
+
+    buf = JpegChunkEncoder("uint8", 1).encode(np.zeros((1, 8, 8, 8), np.uint8))
+    for bad in (b"", b"\xff\xd8", buf[:40], buf[:-2], b"\x00" + buf, buf[:200] + b"\xff\xd9"):
+        assert jpeg_bands.parse(bad) is None
+    with pytest.raises(InvalidFormatError, match="jpeg|JPEG"):
+        JpegChunkEncoder("uint8", 1).decode_z_range(buf[:-30], (8, 8, 8), 2, 3)
+
+
+def test_jpeg_planes_equal_the_whole_read(new_dataset):
+    volume = smooth_volume((1, 20, 50, 70), "uint8")
+    io, _ = new_dataset(volume, encoding="jpeg", voxel_offset=(3, -4, 5), chunk_size=(32, 32, 16))
+    whole = read_region(io, "s0", (3, -4, 5), (73, 46, 25))
+    for z in range(5, 25):
+        np.testing.assert_array_equal(read_region(io, "s0", (3, -4, z), (73, 46, z + 1)),
+                                      whole[:, z - 5:z - 4])

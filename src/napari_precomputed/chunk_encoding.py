@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from . import jpeg_bands
 from .allocator import tune_allocator
 from .errors import (
     IncompatibleEncoderError,
@@ -333,7 +334,7 @@ class _ImageChunkEncoder(ChunkEncoder):
         return img
 
     def _pixels_to_chunk(self, img, chunk_size):
-        pixels = np.asarray(img)
+        pixels = img if isinstance(img, np.ndarray) else np.asarray(img)
         if pixels.dtype != self.dtype:
             pixels = pixels.astype(self.dtype)
         x, y, z = (int(v) for v in chunk_size)
@@ -357,6 +358,7 @@ class JpegChunkEncoder(_ImageChunkEncoder):
 
     lossy = True
     mime_type = "image/jpeg"
+    partial_z_decode = True
     _format = "JPEG"
 
     def __init__(self, data_type, num_channels, jpeg_quality=95, jpeg_plane="xy"):
@@ -386,13 +388,37 @@ class JpegChunkEncoder(_ImageChunkEncoder):
                 f"{JPEG_MAX_SIDE} pixels per side (use smaller chunks)")
         out = io.BytesIO()
         # 4:4:4 avoids colour bleeding across the z-slices tiled in one image.
+        # A restart marker after each row of 8x8 blocks (about 1% larger)
+        # lets a plane be decoded without the rest (see jpeg_bands.py).
         Image.fromarray(pixels).save(out, format="JPEG", quality=self.jpeg_quality,
-                                     subsampling=0)
+                                     subsampling=0, restart_marker_rows=1)
         return out.getvalue()
 
     def decode(self, buf, chunk_size):
         img = self._open_image(buf, chunk_size)
         return self._pixels_to_chunk(img, chunk_size)
+
+    def z_slab(self, depth, z_start, z_stop):
+        if not 0 <= z_start < z_stop <= depth:
+            raise ValueError(f"z-slices {z_start}..{z_stop} are not in a chunk of depth {depth}")
+        return z_start, z_stop
+
+    def decode_z_range(self, buf, chunk_size, z_start, z_stop):
+        x, y, z = (int(v) for v in chunk_size)
+        self.z_slab(z, z_start, z_stop)
+        layout = None if z_stop - z_start == z else jpeg_bands.parse(buf)
+        if layout is None or layout.width * layout.height != x * y * z:
+            return self.decode(buf, chunk_size)[:, z_start:z_stop], z_start
+        # Pixels are in (z, y, x) order whatever the image's shape (xy or xz
+        # plane), so z-slices are runs of whole pixels.
+        width, plane = layout.width, x * y
+        piece, first_row, rows = jpeg_bands.band(buf, layout, z_start * plane // width,
+                                                 -(-z_stop * plane // width))
+        pixels = np.asarray(self._open_image(piece, (width, rows, 1)))
+        pixels = pixels.reshape((-1, self.num_channels) if self.num_channels > 1 else -1)
+        skip = z_start * plane - first_row * width
+        pixels = pixels[skip:skip + (z_stop - z_start) * plane]
+        return self._pixels_to_chunk(pixels, (x, y, z_stop - z_start)), z_start
 
 
 class PngChunkEncoder(_ImageChunkEncoder):
