@@ -159,3 +159,20 @@ def test_jpeg_planes_equal_the_whole_read(new_dataset):
     for z in range(5, 25):
         np.testing.assert_array_equal(read_region(io, "s0", (3, -4, z), (73, 46, z + 1)),
                                       whole[:, z - 5:z - 4])
+
+
+def test_slices_give_lazy_views_that_read_only_when_indexed(new_dataset):
+    volume = smooth_volume((2, 20, 50, 70), "uint16")
+    io, _ = new_dataset(volume, voxel_offset=(3, -4, 5), chunk_size=(32, 32, 8))
+    array = PrecomputedArray(io, "s0")
+    view = array[:, 2:18, 10:45, 5:69]
+    assert isinstance(view, PrecomputedArray) and view.shape == (2, 16, 35, 64)
+    inner = view[:, 3:, :20, 60:100]
+    assert isinstance(inner, PrecomputedArray) and inner.shape == (2, 13, 20, 4)
+    np.testing.assert_array_equal(np.asarray(inner), volume[:, 5:18, 10:30, 65:69])
+    np.testing.assert_array_equal(inner[1, 4], volume[1, 9, 10:30, 65:69])
+    np.testing.assert_array_equal(view[..., ::-3], volume[:, 2:18, 10:45, 5:69][..., ::-3])
+    channel = view[1]
+    assert isinstance(channel, PrecomputedArray) and channel.shape == (16, 35, 64)
+    np.testing.assert_array_equal(channel[4:6][1], volume[1, 7, 10:45, 5:69])
+    assert array[:, 5:5].shape == (2, 0, 50, 70) and np.asarray(array[:, 5:5]).size == 0

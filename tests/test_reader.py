@@ -153,6 +153,10 @@ class CountingAccessor(FileAccessor):
         self.chunks.append((key, tuple(chunk_coords)))
         return super().fetch_chunk(key, chunk_coords)
 
+    def fetch_chunk_range(self, key, chunk_coords, start, stop):
+        self.chunks.append((key, tuple(chunk_coords)))
+        return super().fetch_chunk_range(key, chunk_coords, start, stop)
+
 
 def test_opening_reads_info_only_and_a_plane_reads_its_chunks(tmp_path, monkeypatch):
     from napari_precomputed import _layer_data
@@ -178,6 +182,33 @@ def test_opening_reads_info_only_and_a_plane_reads_its_chunks(tmp_path, monkeypa
         accessor.chunks.clear()
         array[z]  # cached now
         assert accessor.chunks == []
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+def test_viewer_reads_only_the_chunks_of_the_plane_it_shows(make_napari_viewer, tmp_path,
+                                                            monkeypatch, encoding):
+    # napari cuts the tile out of a level with slices over the whole depth
+    # and picks the plane afterwards; that must not read the whole depth.
+    from napari_precomputed import _layer_data
+
+    volume = smooth_volume((1, 48, 50, 70), "uint16")
+    info = write_pyramid(tmp_path / "em", volume, offset=(-5, 10, 3), encoding=encoding)
+    accessor = CountingAccessor(tmp_path / "em")
+    monkeypatch.setattr(_layer_data, "get_accessor_for_url", lambda url: accessor)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "em"), plugin=PLUGIN)
+    assert layer.multiscale and len(info["scales"]) > 2
+    for level in range(len(info["scales"])):
+        layer.locked_data_level = level
+        for z in (7, 29, 40):
+            accessor.chunks.clear()
+            viewer.dims.set_point(0, (3 + z) * 30)
+            shown = info["scales"][level]["key"]
+            if level == 0:
+                assert any(key == shown for key, _ in accessor.chunks)
+            for key in {key for key, _ in accessor.chunks}:
+                layers = {coords[4:] for k, coords in accessor.chunks if k == key}
+                assert len(layers) == 1, (level, z, key, sorted(layers))
 
 
 def test_missing_chunks_read_as_zeros_or_fail_in_strict_mode(tmp_path):

@@ -19,9 +19,12 @@ class PrecomputedArray:
 
     Supports ``shape``, ``dtype``, ``ndim``, ``size``, ``len()``, basic
     indexing (integers, slices with any step, ``...``) and ``__array__``.
-    Indexing with one integer on the channel axis and nothing else returns
-    another lazy array (the way napari splits channels); every other index
-    returns a NumPy array.
+    Indexing reads nothing as long as it can stay lazy: one integer on the
+    channel axis and nothing else gives a lazy channel array (the way napari
+    splits channels), and slices of step 1 on every spatial axis (all
+    channels) give a lazy view of that box (the way napari cuts the tile it
+    shows before it picks the plane). Every other index returns a NumPy
+    array, and ``np.asarray`` reads the whole array or view.
 
     :param PrecomputedIO io: the dataset
     :param str scale_key: the key of the scale
@@ -35,7 +38,7 @@ class PrecomputedArray:
     """
 
     def __init__(self, io, scale_key, channel=None, cache=None, missing="zeros",
-                 on_error=None):
+                 on_error=None, _box=None):
         self.io = io
         self.scale_key = scale_key
         self.scale_info = io.scale_info(scale_key)
@@ -43,9 +46,11 @@ class PrecomputedArray:
         self.cache = cache if cache is not None else ChunkCache(256 * 2**20)
         self.missing = missing
         self.on_error = on_error
-        self._lo, self._hi = scale_bounds(self.scale_info)
+        # A view (what slicing returns) covers a box of the scale; absolute
+        # (x, y, z) corners like the chunk names.
+        self._lo, self._hi = _box if _box is not None else scale_bounds(self.scale_info)
         num_channels = int(io.info["num_channels"])
-        x, y, z = (int(s) for s in self.scale_info["size"])
+        x, y, z = (h - l for l, h in zip(self._lo, self._hi))
         if channel is None:
             self.shape = (num_channels, z, y, x)
         else:
@@ -88,19 +93,32 @@ class PrecomputedArray:
         # Without this dask would pickle (and hash) the whole chunk cache.
         describe = getattr(self.io.accessor, "describe", None)
         where = describe() if describe else id(self.io)
-        return ("PrecomputedArray", where, self.scale_key, self.channel)
+        return ("PrecomputedArray", where, self.scale_key, self.channel, self._lo, self._hi)
 
     def channel_array(self, channel):
         """A lazy 3-D array of one channel, sharing this array's cache."""
+        return self._copy(channel=channel)
+
+    def _copy(self, channel, box=None):
         return PrecomputedArray(self.io, self.scale_key, channel=channel, cache=self.cache,
-                                missing=self.missing, on_error=self.on_error)
+                                missing=self.missing, on_error=self.on_error,
+                                _box=box or (self._lo, self._hi))
 
     def __getitem__(self, index):
         index = _expand_index(index, self.shape)
-        if self.channel is None and isinstance(index[0], int) and all(
-                _is_full(s, n) for s, n in zip(index[1:], self.shape[1:])):
-            return self.channel_array(index[0])
         spatial = index if self.channel is not None else index[1:]
+        if self.channel is None:
+            if isinstance(index[0], int) and all(
+                    _is_full(s, n) for s, n in zip(spatial, self.shape[1:])):
+                return self.channel_array(index[0])
+            whole_channels = _is_full(index[0], self.shape[0])
+        else:
+            whole_channels = True
+        if whole_channels and all(not isinstance(s, int) and s[2] == 1 for s in spatial):
+            # napari cuts the tile it shows out of a level with slices and
+            # picks the plane afterwards: stay lazy until an integer index or
+            # np.asarray says what to read.
+            return self._copy(self.channel, self._sub_box(spatial))
         lo, hi, post = [], [], []
         # index is (z, y, x); boxes are (x, y, z)
         for item, offset in zip(spatial, self._lo[::-1]):
@@ -122,23 +140,36 @@ class PrecomputedArray:
                 lo.append(offset + first)
                 hi.append(offset + last + 1)
                 post.append(slice(start - first, None, step))
-        # Chunk errors arrive on worker threads; report them from this one,
-        # which is the thread that asked (napari's, when it slices).
-        errors = []
-        region = read_region(self.io, self.scale_key, lo[::-1], hi[::-1],
-                             missing=self.missing, cache=self._chunk_cache,
-                             on_error=None if self.on_error is None else errors.append,
-                             channel=self.channel)
-        for exc in errors:
-            self.on_error(exc)
+        region = self._read(lo[::-1], hi[::-1])
         if self.channel is None:
             channel_index = index[0] if isinstance(index[0], int) else _as_slice(*index[0])
         else:
             channel_index = 0  # read_region read this channel only
         return region[(channel_index,) + tuple(post)]
 
+    def _sub_box(self, spatial):
+        lo, hi = list(self._lo), list(self._hi)
+        for axis, (start, stop, _) in zip((2, 1, 0), spatial):
+            lo[axis], hi[axis] = self._lo[axis] + start, self._lo[axis] + max(start, stop)
+        return tuple(lo), tuple(hi)
+
+    def _read(self, lo, hi):
+        """(C, Z, Y, X) of the box, C = 1 for a channel array."""
+        # Chunk errors arrive on worker threads; report them from this one,
+        # which is the thread that asked (napari's, when it slices).
+        errors = []
+        region = read_region(self.io, self.scale_key, lo, hi,
+                             missing=self.missing, cache=self._chunk_cache,
+                             on_error=None if self.on_error is None else errors.append,
+                             channel=self.channel)
+        for exc in errors:
+            self.on_error(exc)
+        return region
+
     def __array__(self, dtype=None, copy=None):
-        data = self[...]
+        data = self._read(self._lo, self._hi)
+        if self.channel is not None:
+            data = data[0]
         return data if dtype is None else data.astype(dtype, copy=False)
 
 
