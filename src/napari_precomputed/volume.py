@@ -266,7 +266,7 @@ def _region_view(out, coords, lo, hi, chunk=None):
     return src, out[tuple(dst_index)]
 
 
-def write_region(io, scale_key, data, lo=None, executor=None, progress=None):
+def write_region(io, scale_key, data, lo=None, executor=None, progress=None, cancel=None):
     """Write an array whose box is aligned to the chunk grid of a scale.
 
     Every chunk the box touches must lie entirely inside it (its clipped
@@ -284,6 +284,8 @@ def write_region(io, scale_key, data, lo=None, executor=None, progress=None):
         private thread pool)
     :param progress: optional callable ``(done, total)`` called after each
         chunk
+    :param cancel: optional :class:`threading.Event`; once it is set no
+        further chunk is started, and the function returns early
     :raises ValueError: if the box is not aligned to the chunk grid
     """
     scale_info = io.scale_info(scale_key)
@@ -314,6 +316,9 @@ def write_region(io, scale_key, data, lo=None, executor=None, progress=None):
 
     def work(queue):
         for coords in queue:
+            if cancel is not None and cancel.is_set():
+                queue.stop()
+                return
             write_one(coords)
             if progress is not None:
                 with lock:
