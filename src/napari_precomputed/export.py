@@ -26,6 +26,7 @@ from .accessor import get_accessor_for_url
 from .downsample import downsample
 from .info import ENCODING_DATA_TYPES, scale_chunk_grid, validate_info
 from .pyramid import pyramid_scales, scale_key_for_resolution
+from .volume import chunk_coords_in_box
 
 __all__ = ["ExportCancelled", "make_info", "export_dtype", "iter_export", "export"]
 
@@ -145,7 +146,10 @@ def make_info(shape, dtype, type_="image", resolution=(1, 1, 1), voxel_offset=(0
 
 
 class ScaleTarget:
-    """A dask ``store`` target writing each block it receives as one chunk.
+    """A dask ``store`` target writing the chunks of each block it receives.
+
+    Blocks must be aligned to the scale's chunk grid; a block may hold
+    several chunks.
 
     :param io: the dataset's PrecomputedIO
     :param str scale_key: the scale written
@@ -175,13 +179,18 @@ class ScaleTarget:
         if self.cancel is not None and self.cancel.is_set():
             raise ExportCancelled("export cancelled")
         _, zs, ys, xs = index
-        coords = (self.offset[0] + xs.start, self.offset[0] + xs.stop,
-                  self.offset[1] + ys.start, self.offset[1] + ys.stop,
-                  self.offset[2] + zs.start, self.offset[2] + zs.stop)
-        self.io.write_chunk(checked_cast(np.asarray(block), self.dtype), self.scale_key,
-                            coords)
-        if self.counter is not None:
-            self.counter()
+        lo = (self.offset[0] + xs.start, self.offset[1] + ys.start, self.offset[2] + zs.start)
+        hi = (self.offset[0] + xs.stop, self.offset[1] + ys.stop, self.offset[2] + zs.stop)
+        block = checked_cast(np.asarray(block), self.dtype)
+        scale = self.io.scale_info(self.scale_key)
+        for n, (x0, x1, y0, y1, z0, z1) in enumerate(chunk_coords_in_box(scale, lo, hi)):
+            if n and self.cancel is not None and self.cancel.is_set():
+                raise ExportCancelled("export cancelled")
+            self.io.write_chunk(block[:, z0 - lo[2]:z1 - lo[2], y0 - lo[1]:y1 - lo[1],
+                                      x0 - lo[0]:x1 - lo[0]],
+                                self.scale_key, (x0, x1, y0, y1, z0, z1))
+            if self.counter is not None:
+                self.counter()
 
 
 def _store_block(block, target, block_info=None):
@@ -223,7 +232,8 @@ def pyramid_arrays(data, info, method):
     cx, cy, cz = scales[0]["chunk_sizes"][0]
     # Convert first, so coarser scales are computed from exactly what the
     # finest scale stores (ties in the mode of int64 vs uint64 differ, say).
-    level = level.rechunk((c, cz, cy, cx)).map_blocks(checked_cast, dtype, dtype=dtype)
+    level = level.rechunk(_level0_chunks(level, (c, cz, cy, cx))).map_blocks(
+        checked_cast, dtype, dtype=dtype)
     out = [level]
     for previous, scale in zip(scales, scales[1:]):
         factors = [int(round(r / p)) for r, p in zip(scale["resolution"],
@@ -244,6 +254,22 @@ def pyramid_arrays(data, info, method):
         out.append(source.map_blocks(_downsample_block, factors[::-1], fronts[::-1], method,
                                      dtype=source.dtype, chunks=tuple(out_chunks)))
     return out
+
+
+#: Source blocks up to this size that hold whole chunks are written as they
+#: are, several chunks per dask task, instead of being split into chunks.
+MAX_BLOCK_BYTES = 64 * 2**20
+
+
+def _level0_chunks(level, chunk):
+    """Keep the source's blocks if they are made of whole chunks, else chunk-size."""
+    if level.chunks[0] == (chunk[0],) and all(
+            all(size % c == 0 for size in sizes[:-1])
+            for sizes, c in zip(level.chunks[1:], chunk[1:])):
+        biggest = math.prod(max(sizes) for sizes in level.chunks) * level.dtype.itemsize
+        if biggest <= MAX_BLOCK_BYTES:
+            return level.chunks
+    return chunk
 
 
 def _downsample_block(block, factors, fronts, method, block_info=None):
@@ -340,13 +366,11 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     if in_memory and data.ndim != 4:
         raise ValueError(f"data must be (C, Z, Y, X), got {data.ndim} dimensions")
     io = _prepare(url, info, overwrite, gzip, encoder_options)
-    if in_memory:
-        arrays = None
-        total = sum(math.prod(scale_chunk_grid(scale, scale["chunk_sizes"][0]))
-                    for scale in info["scales"])
-    else:
+    arrays = None
+    if not in_memory:
         arrays = pyramid_arrays(data, info, method)
-        total = sum(int(np.prod(a.numblocks)) for a in arrays)
+    total = sum(math.prod(scale_chunk_grid(scale, scale["chunk_sizes"][0]))
+                for scale in info["scales"])
     progress = queue.SimpleQueue()
     closed = threading.Event()
     stop = _AnyEvent(closed, cancel)
