@@ -254,7 +254,11 @@ def encode(chunk, block_size):
 def _to_block_rows(channel, grid):
     """Rearrange one (Z, Y, X) channel as (nblocks, block voxels) rows."""
     gz, gy, gx, bz, by, bx = grid.blocks6
-    full = np.ascontiguousarray(grid.pad_chunk(channel))
+    full = grid.pad_chunk(channel)
+    if full.strides[-1] != full.itemsize:
+        # The row view below needs contiguous x rows; a block cut out of a
+        # larger array has them, and is not copied twice.
+        full = np.ascontiguousarray(full)
     # Move whole x rows of a block (viewed as one opaque item): the transposition
     # then copies gz*gy*gx*bz*by items instead of every voxel.
     row = np.dtype((np.void, bx * full.dtype.itemsize))
