@@ -30,6 +30,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(ROOT / "src"))
 
+from _peak_rss import PEAK_RSS_SOURCE  # noqa: E402
 from bench_volume import CASES  # noqa: E402
 
 from napari_precomputed.export import export, make_info  # noqa: E402
@@ -82,7 +83,7 @@ def bench_against_tensorstore(size=(512, 512, 256), repeat=3):
     return rows
 
 
-BIG = r"""
+BIG = PEAK_RSS_SOURCE + r"""
 import json, resource, sys, time, os
 import numpy as np
 import dask.array as da
@@ -107,7 +108,7 @@ wall = time.perf_counter() - t0; c1 = os.times()
 cpu = (c1.user - c0.user) + (c1.system - c0.system)
 print(json.dumps({"gib": side ** 3 / 2 ** 30, "levels": len(info["scales"]), "wall_s": wall,
                   "cpu_percent": 100 * cpu / wall,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 
