@@ -141,6 +141,11 @@ def _check_chunk(chunk, num_channels, dtype):
     return chunk
 
 
+def _check_z_range(depth, z_start, z_stop):
+    if not 0 <= z_start < z_stop <= depth:
+        raise ValueError(f"z-slices {z_start}..{z_stop} are not in a chunk of depth {depth}")
+
+
 class ChunkEncoder:
     """Encode/decode chunks from NumPy arrays to byte buffers.
 
@@ -255,6 +260,7 @@ class RawChunkEncoder(ChunkEncoder):
         return np.ascontiguousarray(chunk, dtype=self.dtype).tobytes()
 
     def z_slab(self, depth, z_start, z_stop):
+        _check_z_range(depth, z_start, z_stop)
         if self.num_channels != 1:
             return 0, depth
         return z_start, z_stop
@@ -399,13 +405,12 @@ class JpegChunkEncoder(_ImageChunkEncoder):
         return self._pixels_to_chunk(img, chunk_size)
 
     def z_slab(self, depth, z_start, z_stop):
-        if not 0 <= z_start < z_stop <= depth:
-            raise ValueError(f"z-slices {z_start}..{z_stop} are not in a chunk of depth {depth}")
+        _check_z_range(depth, z_start, z_stop)
         return z_start, z_stop
 
     def decode_z_range(self, buf, chunk_size, z_start, z_stop):
         x, y, z = (int(v) for v in chunk_size)
-        self.z_slab(z, z_start, z_stop)
+        _check_z_range(z, z_start, z_stop)
         layout = None if z_stop - z_start == z else jpeg_bands.parse(buf)
         if layout is None or layout.width * layout.height != x * y * z:
             return self.decode(buf, chunk_size)[:, z_start:z_stop], z_start
@@ -520,7 +525,6 @@ class CompressedSegmentationEncoder(ChunkEncoder):
         return slab, first
 
     def z_slab(self, depth, z_start, z_stop):
-        if not 0 <= z_start < z_stop <= depth:
-            raise ValueError(f"z-slices {z_start}..{z_stop} are not in a chunk of depth {depth}")
+        _check_z_range(depth, z_start, z_stop)
         bz = self.block_size[2]
         return z_start // bz * bz, min(-(-z_stop // bz) * bz, depth)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .chunk_cache import MISSING
 from .errors import ChunkNotFoundError, DataAccessError, InvalidFormatError
-from .info import chunk_coords_for_grid_index, scale_chunk_grid
+from .info import chunk_coords_for_grid_index, chunk_shape, scale_chunk_grid
 
 __all__ = [
     "scale_bounds",
@@ -185,7 +185,7 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
     # Threads also lose where each chunk costs only a few microseconds of
     # work: a plane of one-channel raw chunks, read by byte range.
     thin = (partial and coords_list and hi[2] - lo[2] == 1
-            and encoder.z_byte_range((1, 1, 1), 0, 1) is not None)
+            and encoder.z_byte_range(chunk_shape(coords_list[0]), 0, 1) is not None)
     serial = cheap_reads and (not encoder.parallel_decode or thin)
     _run_workers(work, coords_list, executor or shared_read_executor(), io.accessor,
                  max_workers=1 if serial else None)
