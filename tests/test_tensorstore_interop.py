@@ -192,19 +192,23 @@ def _assert_matches(actual, expected, case, what, bound=None):
 
 
 # --------------------------------------------------------------------------
+def _two_scales(offset):
+    """(size, offset, resolution, chunk) of two scales; scale 1 differs in every
+    one and, like scale 0, has a size that is not a multiple of its chunk."""
+    return [
+        (SIZE, offset, (4.0, 4.0, 40.0), CHUNK),
+        ((35, 25, 20), tuple(o // 2 for o in offset[:2]) + (offset[2],),
+         (8.0, 8.0, 40.0), (16, 16, 6)),
+    ]
+
+
 # core -> TensorStore
 
 
 @pytest.mark.parametrize("offset", OFFSET_PARAMS)
 @pytest.mark.parametrize("case", CASE_PARAMS)
 def test_core_written_dataset_reads_identically_in_tensorstore(tmp_path, case, offset):
-    # Scale 1 has another resolution, size, offset and chunk shape, and
-    # again a size that is not a multiple of its chunk shape.
-    scales = [
-        (SIZE, offset, (4.0, 4.0, 40.0), CHUNK),
-        ((35, 25, 20), tuple(o // 2 for o in offset[:2]) + (offset[2],),
-         (8.0, 8.0, 40.0), (16, 16, 6)),
-    ]
+    scales = _two_scales(offset)
     info = {"type": case.layer_type, "data_type": case.data_type,
             "num_channels": case.num_channels,
             "scales": [_scale_info(case, f"s{i}", *s) for i, s in enumerate(scales)]}
@@ -256,11 +260,7 @@ def _ts_create(path, case, size, offset, resolution, chunk):
 @pytest.mark.parametrize("offset", OFFSET_PARAMS)
 @pytest.mark.parametrize("case", CASE_PARAMS)
 def test_tensorstore_written_dataset_reads_identically_in_core(tmp_path, case, offset):
-    scales = [
-        (SIZE, offset, (4.0, 4.0, 40.0), CHUNK),
-        ((35, 25, 20), tuple(o // 2 for o in offset[:2]) + (offset[2],),
-         (8.0, 8.0, 40.0), (16, 16, 6)),
-    ]
+    scales = _two_scales(offset)
     ts_reads = []
     for i, (size, scale_offset, resolution, chunk) in enumerate(scales):
         # Opening with create=True and a new resolution adds a scale.

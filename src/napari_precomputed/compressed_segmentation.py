@@ -62,6 +62,11 @@ _WIDTH_FOR_RANK = np.array(VALID_BITS, dtype=np.int64)
 _COMPARE_RANK_LIMIT = 24
 
 
+def _first_true(mask):
+    """Index of the first True of a 1-D mask (the block to name), or None."""
+    return int(np.argmax(mask)) if mask.any() else None
+
+
 @functools.lru_cache(maxsize=None)
 def _unpack_table(bits):
     """Lookup table mapping a 16-bit word to its ``16 // bits`` packed indices.
@@ -708,26 +713,23 @@ def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c
     header = words[header_start : header_start + 2 * nblocks]
     head0 = header[0::2]
     bits = (head0 >> 24).astype(np.intp)
-    bad = ~_BITS_OK[bits]
-    if bad.any():
-        i = int(np.argmax(bad))
+    i = _first_true(~_BITS_OK[bits])
+    if i is not None:
         raise InvalidFormatError(
             f"channel {c}: block {grid.block_coords(i)} has encoded bit width {bits[i]}, "
             f"not one of {VALID_BITS}"
         )
     table_start = (head0 & 0xFFFFFF).astype(np.intp) + base
     values_start = header[1::2].astype(np.intp) + base
-    bad = table_start > nwords
-    if bad.any():
-        i = int(np.argmax(bad))
+    i = _first_true(table_start > nwords)
+    if i is not None:
         raise InvalidFormatError(
             f"channel {c}: lookup table offset {table_start[i] - base} of block "
             f"{grid.block_coords(i)} lies outside the {nwords}-word buffer"
         )
     values_end = values_start + grid.words_for_bits[bits]
-    bad = values_end > nwords
-    if bad.any():
-        i = int(np.argmax(bad))
+    i = _first_true(values_end > nwords)
+    if i is not None:
         raise InvalidFormatError(
             f"channel {c}: encoded values of block {grid.block_coords(i)} (offset "
             f"{values_start[i] - base}, {bits[i]} bits, "
@@ -746,9 +748,8 @@ def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c
 
     present = np.bincount(bits, minlength=33)
     if present[0]:
-        bad = (bits == 0) & (entries < 1)
-        if bad.any():
-            i = int(np.argmax(bad))
+        i = _first_true((bits == 0) & (entries < 1))
+        if i is not None:
             raise InvalidFormatError(
                 f"channel {c}: block {grid.block_coords(i)} has a single value but its "
                 f"lookup table offset {table_start[i] - base} leaves no complete table "
