@@ -22,6 +22,7 @@ from .errors import (
     InvalidInfoError,
     UnsupportedEncodingError,
 )
+from .image_bytes import save_to_bytes
 from .info import DATA_TYPES, UNSUPPORTED_ENCODINGS, numpy_dtype
 
 __all__ = [
@@ -392,13 +393,12 @@ class JpegChunkEncoder(_ImageChunkEncoder):
                 f"a chunk of shape (C, Z, Y, X) {chunk.shape} makes a "
                 f"{pixels.shape[1]}x{pixels.shape[0]} JPEG image; JPEG allows at most "
                 f"{JPEG_MAX_SIDE} pixels per side (use smaller chunks)")
-        out = io.BytesIO()
         # 4:4:4 avoids colour bleeding across the z-slices tiled in one image.
         # A restart marker after each row of 8x8 blocks (about 1% larger)
         # lets a plane be decoded without the rest (see jpeg_bands.py).
-        Image.fromarray(pixels).save(out, format="JPEG", quality=self.jpeg_quality,
-                                     subsampling=0, restart_marker_rows=1)
-        return out.getvalue()
+        return save_to_bytes(Image.fromarray(pixels), format="JPEG",
+                             quality=self.jpeg_quality, subsampling=0,
+                             restart_marker_rows=1)
 
     def decode(self, buf, chunk_size):
         img = self._open_image(buf, chunk_size)
