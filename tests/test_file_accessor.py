@@ -53,6 +53,36 @@ def test_nested_writing(tmp_path):
     assert (tmp_path / "s" / "0-4" / "-2-0" / "10-11").read_bytes() == b"n"
 
 
+def test_flat_write_removes_a_nested_variant_in_a_folder_it_did_not_make(tmp_path):
+    FileAccessor(tmp_path, flat=False).store_chunk(b"old", "s", COORDS)
+    acc = FileAccessor(tmp_path)
+    acc.store_chunk(b"new", "s", COORDS)
+    assert not (tmp_path / "s" / "0-4" / "-2-0" / "10-11").exists()
+    assert acc.fetch_chunk("s", COORDS) == b"new"
+
+
+def test_scale_folder_removed_between_writes_is_made_again(tmp_path):
+    acc = FileAccessor(tmp_path)
+    acc.store_chunk(b"a", "s", COORDS)
+    (tmp_path / "s" / "0-4_-2-0_10-11").unlink()
+    (tmp_path / "s").rmdir()
+    acc.store_chunk(b"b", "s", COORDS)
+    assert acc.fetch_chunk("s", COORDS) == b"b"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_written_files_are_readable_by_others(tmp_path):
+    old = os.umask(0o022)
+    try:
+        acc = FileAccessor(tmp_path)
+        acc.store_chunk(b"a", "s", COORDS)
+        acc.store_file("info", b"{}")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "s" / "0-4_-2-0_10-11", tmp_path / "info"):
+        assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_missing_chunk_and_file(tmp_path):
     acc = FileAccessor(tmp_path)
     with pytest.raises(ChunkNotFoundError, match="0-4_-2-0_10-11"):

@@ -3,7 +3,6 @@
 import gzip
 import os
 import pathlib
-import tempfile
 import zlib
 
 from .accessor import Accessor
@@ -49,6 +48,7 @@ class FileAccessor(Accessor):
         self.gzip = gzip
         self.compresslevel = compresslevel
         self._scale_dirs = {}
+        self._made_scale_dirs = {}
 
     def __repr__(self):
         return f"FileAccessor({str(self.base_path)!r})"
@@ -80,26 +80,26 @@ class FileAccessor(Accessor):
         path = self._path(relative_path)
         if not overwrite and (path.exists() or path.with_name(path.name + ".gz").exists()):
             raise DataAccessError(f"{path} already exists (not overwriting it)")
+        _make_folder(path.parent)
         self._write_atomically(path, buf)
 
     # chunks ----------------------------------------------------------------
 
-    def _chunk_paths(self, key, chunk_coords):
-        scale_dir = self._path(key)
-        return (scale_dir / chunk_name(chunk_coords),
-                scale_dir / nested_chunk_name(chunk_coords))
-
-    def _chunk_read_paths(self, key, chunk_coords):
+    def _scale_dir(self, key):
         # Plain strings: napari reads thousands of chunks a second, and
         # pathlib costs more than the read of a small chunk.
         scale_dir = self._scale_dirs.get(key)
         if scale_dir is None:
             scale_dir = self._scale_dirs[key] = str(self._path(key))
+        return scale_dir
+
+    def _chunk_paths(self, key, chunk_coords):
+        scale_dir = self._scale_dir(key)
         return (os.path.join(scale_dir, chunk_name(chunk_coords)),
                 os.path.join(scale_dir, nested_chunk_name(chunk_coords)))
 
     def fetch_chunk(self, key, chunk_coords):
-        for path in self._chunk_read_paths(key, chunk_coords):
+        for path in self._chunk_paths(key, chunk_coords):
             buf = self._read_first(path, path + ".gz")
             if buf is not None:
                 return buf
@@ -108,7 +108,7 @@ class FileAccessor(Accessor):
             f"{self.base_path}")
 
     def fetch_chunk_range(self, key, chunk_coords, start, stop):
-        for path in self._chunk_read_paths(key, chunk_coords):
+        for path in self._chunk_paths(key, chunk_coords):
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             except (FileNotFoundError, NotADirectoryError):
@@ -132,23 +132,38 @@ class FileAccessor(Accessor):
         path = flat if self.flat else nested
         # Images are compressed already; gzip only helps raw-like data.
         compress = self.gzip and not mime_type.startswith("image/")
-        target = path.with_name(path.name + ".gz") if compress else path
-        others = [p for p in (flat, nested) for p in (p, p.with_name(p.name + ".gz"))
-                  if p != target]
-        if not overwrite and (target.exists() or any(p.exists() for p in others)):
+        target = path + ".gz" if compress else path
+        # A scale folder this accessor created holds only chunks it wrote, in
+        # its one layout: no other variant of a chunk can be there.
+        fresh = self._scale_folder(key)
+        others = [] if fresh and overwrite else [
+            p for p in (flat, nested) for p in (p, p + ".gz") if p != target]
+        if not overwrite and any(os.path.lexists(p) for p in [target, *others]):
             raise DataAccessError(f"chunk file {target} already exists (not overwriting it)")
         if compress:
             buf = gzip.compress(buf, compresslevel=self.compresslevel, mtime=0)
+        if not self.flat:
+            _make_folder(os.path.dirname(target))
         self._write_atomically(target, buf)
         # Never leave two variants of one chunk: readers would pick the stale one.
         for other in others:
             try:
-                other.unlink()
-            except FileNotFoundError:
+                os.unlink(other)
+            except (FileNotFoundError, NotADirectoryError):
                 pass
             except OSError as exc:
                 raise DataAccessError(f"cannot remove stale chunk file {other}: {exc}") \
                     from exc
+
+    def _scale_folder(self, key):
+        """Make the folder of scale ``key`` if needed; True if this accessor made it."""
+        fresh = self._made_scale_dirs.get(key)
+        if fresh is None:
+            fresh = _make_folder(self._scale_dir(key))
+            # With two threads, the first answer recorded stands; a wrong
+            # False only costs the removal of variants that are not there.
+            fresh = self._made_scale_dirs.setdefault(key, fresh)
+        return fresh
 
     # helpers ---------------------------------------------------------------
 
@@ -171,16 +186,26 @@ class FileAccessor(Accessor):
         return _gunzip(compressed, gz_path)
 
     def _write_atomically(self, path, buf):
+        path = os.fspath(path)
+        folder, name = os.path.split(path)
+        # The temporary name is unique to this write, so concurrent writers of
+        # one chunk (threads, processes, hosts) never share a file.
+        tmp_name = os.path.join(folder, f".{name}.{os.urandom(6).hex()}.part")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
-                                            dir=path.parent)
+            try:
+                fd = os.open(tmp_name, _CREATE_FLAGS, 0o644)
+            except FileNotFoundError:  # the folder was removed since it was made
+                _make_folder(folder)
+                fd = os.open(tmp_name, _CREATE_FLAGS, 0o644)
         except (OSError, ValueError) as exc:
             raise DataAccessError(f"cannot create {path}: {exc}") from exc
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf)
-            os.chmod(tmp_name, 0o644)
+            try:
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
             os.replace(tmp_name, path)
         except BaseException as exc:
             try:
@@ -190,6 +215,28 @@ class FileAccessor(Accessor):
             if isinstance(exc, OSError):
                 raise DataAccessError(f"cannot write {path}: {exc}") from exc
             raise
+
+
+_CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_BINARY", 0))
+
+
+def _make_folder(folder):
+    """Create ``folder`` and its parents; True if it did not exist before."""
+    try:
+        os.mkdir(folder)
+        return True
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise DataAccessError(f"cannot create {folder}: {exc}") from exc
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise DataAccessError(f"cannot create {folder}: {exc}") from exc
+    return True
 
 
 def _pread(fd, length, offset):
