@@ -16,11 +16,9 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,19 +29,10 @@ except ImportError:
     sys.path.insert(0, str(ROOT / "src"))
 
 from _peak_rss import PEAK_RSS_SOURCE  # noqa: E402
+from _timing import alternating_medians  # noqa: E402
 from bench_volume import CASES  # noqa: E402
 
 from napari_precomputed.export import export, make_info  # noqa: E402
-
-
-def _median(fn, repeat, setup):
-    times = []
-    for _ in range(repeat):
-        setup()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_against_tensorstore(size=(512, 512, 256), repeat=3):
@@ -74,9 +63,11 @@ def bench_against_tensorstore(size=(512, 512, 256), repeat=3):
                 for sub in ("ours", "ts", "pyramid"):
                     shutil.rmtree(tmp / sub, ignore_errors=True)
 
-            ours = _median(lambda: export(data, str(tmp / "ours"), one), repeat, clean)
-            theirs = _median(lambda: ts.open(spec).result().write(xyzc).result(), repeat, clean)
-            pyramid = _median(lambda: export(data, str(tmp / "pyramid"), full), repeat, clean)
+            ours, theirs, pyramid = alternating_medians(
+                [lambda: export(data, str(tmp / "ours"), one),
+                 lambda: ts.open(spec).result().write(xyzc).result(),
+                 lambda: export(data, str(tmp / "pyramid"), full)],
+                repeat, [clean] * 3)
             rows.append({"case": name, "ours_s": ours, "tensorstore_s": theirs,
                          "ratio": ours / theirs, "ours_with_pyramid_s": pyramid,
                          "levels": len(full["scales"])})

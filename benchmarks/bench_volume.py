@@ -8,16 +8,16 @@ written to a fresh folder and read back whole, once by napari-precomputed's
 core (``volume.write_region`` / ``volume.read_region``) and once by
 TensorStore, in the same run; then one XY plane in the middle of the volume is
 read by both. "lazy read" and "lazy plane" read the same through the
-``PrecomputedArray`` that napari slices, against the same TensorStore figures. Times are the median of ``--repeat`` runs; the ratio is ours /
-TensorStore's (below 1 means we are faster).
+``PrecomputedArray`` that napari slices, against the same TensorStore
+operations. Times are the median of ``--repeat`` runs, ours and TensorStore's
+taken in turn; the ratio is ours / TensorStore's (below 1 means we are
+faster).
 """
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _timing import alternating_medians  # noqa: E402
 from napari_precomputed.accessor import get_accessor_for_url  # noqa: E402
 from napari_precomputed.precomputed_io import (  # noqa: E402
     get_IO_for_existing_dataset,
@@ -80,17 +81,6 @@ def _info(case, size):
             "scales": [scale]}
 
 
-def _median_time(fn, repeat, setup=None):
-    times = []
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_case(name, case, size, repeat, workdir):
     import tensorstore as ts
 
@@ -123,8 +113,8 @@ def bench_case(name, case, size, repeat, workdir):
         store.write(data_xyzc).result()
 
     results = {}
-    results["write"] = (_median_time(ours_write, repeat, lambda: fresh(ours_dir)),
-                        _median_time(ts_write, repeat, lambda: fresh(ts_dir)))
+    results["write"] = alternating_medians(
+        [ours_write, ts_write], repeat, [lambda: fresh(ours_dir), lambda: fresh(ts_dir)])
 
     lo, hi = (0, 0, 0), tuple(size)
     ours_io = get_IO_for_existing_dataset(get_accessor_for_url(str(ours_dir)))
@@ -147,7 +137,7 @@ def bench_case(name, case, size, repeat, workdir):
                          "context": {"cache_pool": {"total_bytes_limit": 0}}}).result()
         store.read().result()
 
-    results["read"] = (_median_time(ours_read, repeat), _median_time(ts_read, repeat))
+    results["read"] = alternating_medians([ours_read, ts_read], repeat)
 
     z_mid = size[2] // 2
 
@@ -161,8 +151,7 @@ def bench_case(name, case, size, repeat, workdir):
                          "context": {"cache_pool": {"total_bytes_limit": 0}}}).result()
         store[:, :, z_mid].read().result()
 
-    results["xy plane"] = (_median_time(ours_plane, repeat * 3),
-                           _median_time(ts_plane, repeat * 3))
+    results["xy plane"] = alternating_medians([ours_plane, ts_plane], repeat * 3)
 
     # The same through the lazy array napari slices (issue: reader), with an
     # empty chunk cache each time.
@@ -172,10 +161,10 @@ def bench_case(name, case, size, repeat, workdir):
         io = get_IO_for_existing_dataset(get_accessor_for_url(str(ours_dir)))
         return PrecomputedArray(io, "s0", channel=0)
 
-    results["lazy read"] = (_median_time(lambda: np.asarray(lazy_array()), repeat),
-                            results["read"][1])
-    results["lazy plane"] = (_median_time(lambda: lazy_array()[z_mid], repeat * 3),
-                             results["xy plane"][1])
+    results["lazy read"] = alternating_medians(
+        [lambda: np.asarray(lazy_array()), ts_read], repeat)
+    results["lazy plane"] = alternating_medians([lambda: lazy_array()[z_mid], ts_plane],
+                                                repeat * 3)
     fresh(ours_dir)
     fresh(ts_dir)
     return [{"case": name, "operation": op, "ours_s": o, "tensorstore_s": t, "ratio": o / t}

@@ -356,7 +356,6 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     :raises DataAccessError: if the destination cannot be written
     :raises ValueError: if a value cannot be stored in the data type
     """
-    import dask.array as da
 
     method = method or ("mode" if info["type"] == "segmentation" else "mean")
     # A NumPy array is in memory already: its pyramid is computed with NumPy
