@@ -41,6 +41,9 @@ class FileAccessor(Accessor):
     can_write = True
     #: Reading a file again costs little more than copying it from the OS cache.
     cheap_reads = True
+    #: Files written from several threads at once contend in the kernel; see
+    #: :mod:`napari_precomputed.store_queue`.
+    serial_stores = True
 
     def __init__(self, base_dir, flat=True, gzip=False, compresslevel=9):
         self.base_path = pathlib.Path(base_dir)

@@ -255,6 +255,25 @@ class PrecomputedIO:
         :raises AssertionError: if the chunk coordinates are incompatible with
             the dataset's info, or the chunk's shape with its coordinates
         """
+        self.store_encoded_chunk(self.encode_chunk(chunk, scale_key, chunk_coords),
+                                 scale_key, chunk_coords)
+
+    def encode_chunk(self, chunk, scale_key, chunk_coords):
+        """Encode a chunk as :meth:`write_chunk` does, without storing it.
+
+        With :meth:`store_encoded_chunk`, this lets encoding and storage run
+        on different threads.
+
+        :param numpy.ndarray chunk: chunk data contained in a 4-D NumPy array
+            (C, Z, Y, X)
+        :param str scale_key: the key attribute of the scale
+        :param tuple chunk_coords: the chunk coordinates
+            (xmin, xmax, ymin, ymax, zmin, zmax)
+        :returns: the encoded chunk
+        :rtype: bytes
+        :raises AssertionError: if the chunk coordinates are incompatible with
+            the dataset's info, or the chunk's shape with its coordinates
+        """
         self._check_coords(scale_key, chunk_coords)
         chunk = np.asarray(chunk)
         x, y, z = chunk_shape(chunk_coords)
@@ -263,7 +282,17 @@ class PrecomputedIO:
             raise InvalidChunkCoordsError(
                 f"chunk of shape {chunk.shape} written at {tuple(chunk_coords)} of scale "
                 f"{scale_key!r}, which needs (C, Z, Y, X) = {expected}")
-        encoder = self._encoders[scale_key]
-        buf = encoder.encode(chunk)
-        self.accessor.store_chunk(buf, scale_key, chunk_coords, mime_type=encoder.mime_type)
+        return self._encoders[scale_key].encode(chunk)
+
+    def store_encoded_chunk(self, buf, scale_key, chunk_coords):
+        """Store a chunk encoded by :meth:`encode_chunk`.
+
+        :param bytes buf: the encoded chunk
+        :param str scale_key: the key attribute of the scale
+        :param tuple chunk_coords: the chunk coordinates
+            (xmin, xmax, ymin, ymax, zmin, zmax)
+        :raises DataAccessError: if the chunk's file cannot be written
+        """
+        self.accessor.store_chunk(buf, scale_key, chunk_coords,
+                                  mime_type=self._encoders[scale_key].mime_type)
 

@@ -20,6 +20,7 @@ import numpy as np
 from .chunk_cache import MISSING
 from .errors import ChunkNotFoundError, DataAccessError, InvalidFormatError
 from .info import chunk_coords_for_grid_index, chunk_shape, scale_chunk_grid
+from .store_queue import StoreQueue
 
 __all__ = [
     "scale_bounds",
@@ -206,10 +207,14 @@ def shared_read_executor():
         return _shared_read_executor
 
 
+def _worker_count(items, accessor, max_workers=None):
+    return min(len(items), max_workers or getattr(accessor, "concurrency", None)
+               or default_workers())
+
+
 def _run_workers(work, items, executor, accessor, max_workers=None):
     """Run ``work(shared_iterator)`` in as many threads as are useful."""
-    workers = min(len(items), max_workers or getattr(accessor, "concurrency", None)
-                  or default_workers())
+    workers = _worker_count(items, accessor, max_workers)
     queue = _SharedIterator(items)
     if workers <= 1:
         work(queue)
@@ -304,26 +309,43 @@ def write_region(io, scale_key, data, lo=None, executor=None, progress=None, can
                     f"the box {lo}-{hi} cuts through chunk {coords} of scale "
                     f"{scale_key!r}; align it to the chunk grid")
 
-    def write_one(coords):
-        x0, x1, y0, y1, z0, z1 = coords
-        chunk = np.asarray(data[:, z0 - lo[2]:z1 - lo[2], y0 - lo[1]:y1 - lo[1],
-                                x0 - lo[0]:x1 - lo[0]])
-        io.write_chunk(chunk, scale_key, coords)
-
     total = len(coords_list)
     done = [0]
     lock = threading.Lock()
+
+    def store(item):
+        buf, coords = item
+        io.store_encoded_chunk(buf, scale_key, coords)
+        if progress is not None:
+            with lock:
+                done[0] += 1
+                count = done[0]
+            progress(count, total)
+
+    workers = _worker_count(coords_list, io.accessor)
+    stores = None
+    if getattr(io.accessor, "serial_stores", False) and workers > 1:
+        stores = StoreQueue(store, depth=2 * workers)
 
     def work(queue):
         for coords in queue:
             if cancel is not None and cancel.is_set():
                 queue.stop()
                 return
-            write_one(coords)
-            if progress is not None:
-                with lock:
-                    done[0] += 1
-                    count = done[0]
-                progress(count, total)
+            x0, x1, y0, y1, z0, z1 = coords
+            chunk = np.asarray(data[:, z0 - lo[2]:z1 - lo[2], y0 - lo[1]:y1 - lo[1],
+                                    x0 - lo[0]:x1 - lo[0]])
+            item = (io.encode_chunk(chunk, scale_key, coords), coords)
+            if stores is None:
+                store(item)
+            else:
+                stores.put(item)
 
-    _run_workers(work, coords_list, executor, io.accessor)
+    try:
+        _run_workers(work, coords_list, executor, io.accessor)
+    except BaseException:
+        if stores is not None:
+            stores.close(raise_error=False)
+        raise
+    if stores is not None:
+        stores.close()
