@@ -310,40 +310,50 @@ def _rank_in_rows(rows, is_new, tables, starts, counts, dtype):
         low_starts = starts[order[many:]]
         rows_with = np.searchsorted(-low_counts, -np.arange(1, int(low_counts[0])), side="left")
         scratch = np.empty((active - many, block_voxels), dtype=bool)
+        # Adding bools to uint8 without a cast keeps the add vectorised.
+        step = scratch.view(np.uint8) if dtype == np.uint8 else scratch
         low_rows = act_rows[many:]
         low_ranks = act_ranks[many:]
         for k, m in enumerate(rows_with.tolist(), start=1):
             threshold = tables.take(low_starts[:m] + k)[:, None]
             np.greater_equal(low_rows[:m], threshold, out=scratch[:m])
-            low_ranks[:m] += scratch[:m]
+            low_ranks[:m] += step[:m]
     ranks[order] = act_ranks
     return ranks
 
 
-def _narrow_keys(rows, tables, starts):
-    """Order-preserving 32-bit stand-ins for 64-bit labels, when they exist.
+def _narrow_rows(rows):
+    """Order-preserving 32-bit stand-ins for 64-bit block rows.
 
     Ranking only compares a voxel with the table entries of its own block.
-    Bits above the highest bit that differs between any two labels of the
-    chunk are constant, so the 32 bits just below it order labels exactly like
-    the full values; if they also keep every block's table entries distinct,
-    comparing them gives the same ranks at half the memory traffic.
+    Bits above the highest bit in which the smallest and largest label differ
+    are the same in every label of the chunk, so the 32 bits just below it
+    order labels exactly like the full values; where they also keep every
+    block's table entries distinct (see :func:`_narrow_tables`), comparing
+    them gives the same ranks at half the memory traffic.
 
-    :returns: ``(rows, tables)`` narrowed to uint32, or unchanged.
+    :returns: ``(narrow_rows, shift)``; the rows are ``(rows >> shift)``
+        truncated to uint32. ``(None, 0)`` if the rows hold a single label,
+        which needs no ranking.
     """
-    if rows.dtype.itemsize <= 4:
-        return rows, tables
-    varying = np.bitwise_or.reduce(tables) & ~np.bitwise_and.reduce(tables)
-    shift = max(0, int(varying).bit_length() - 32)
-    narrow_tables = (tables >> np.uint64(shift)).astype(np.uint32)
-    increasing = narrow_tables[1:] > narrow_tables[:-1]
+    spread = int(rows.min()) ^ int(rows.max())
+    if not spread:
+        return None, 0
+    shift = max(0, spread.bit_length() - 32)
+    narrow = np.empty(rows.shape, dtype=np.uint32)
+    # One pass, no 64-bit temporary: the ufunc casts its output in buffers.
+    np.right_shift(rows, np.uint64(shift), out=narrow, casting="unsafe")
+    return narrow, shift
+
+
+def _narrow_tables(tables, starts, shift):
+    """``tables`` narrowed like :func:`_narrow_rows`, or None if two labels
+    of one block would share a narrow value."""
+    narrow = (tables >> np.uint64(shift)).astype(np.uint32)
+    increasing = narrow[1:] > narrow[:-1]
     # Pairs that straddle two blocks need not increase.
     increasing[starts[1:] - 1] = True
-    if not increasing.all():
-        return rows, tables
-    if shift:
-        return (rows >> np.uint64(shift)).astype(np.uint32), narrow_tables
-    return rows.astype(np.uint32), narrow_tables
+    return narrow if increasing.all() else None
 
 
 def _pack(indices, bits, block_voxels):
@@ -430,12 +440,26 @@ def _encode_channel(channel, grid, c):
     nblocks, block_voxels = grid.nblocks, grid.block_voxels
     wpe = channel.dtype.itemsize // 4
     rows = _to_block_rows(channel, grid)
-    sorted_rows = np.sort(rows, axis=1)
-    is_new = np.empty(rows.shape, dtype=bool)
+    narrow_rows = None
+    if wpe == 2:
+        # Narrow before sorting, so that the 64-bit rows can be sorted in
+        # place: they are not needed unsorted unless narrowing fails.
+        narrow_rows, shift = _narrow_rows(rows)
+        if np.may_share_memory(rows, channel):
+            rows = rows.copy()
+        sorted_rows = rows
+        sorted_rows.sort(axis=1)
+    else:
+        sorted_rows = np.sort(rows, axis=1)
+    flat_sorted = sorted_rows.reshape(-1)
+    is_new = np.empty(flat_sorted.size, dtype=bool)
+    # One flat comparison, then the first voxel of every row: a 2-D compare
+    # would run one short inner loop per row.
+    np.not_equal(flat_sorted[1:], flat_sorted[:-1], out=is_new[1:])
+    is_new = is_new.reshape(rows.shape)
     is_new[:, 0] = True
-    np.not_equal(sorted_rows[:, 1:], sorted_rows[:, :-1], out=is_new[:, 1:])
     first_of_value = np.flatnonzero(is_new)
-    tables = sorted_rows.reshape(-1).take(first_of_value)
+    tables = flat_sorted.take(first_of_value)
     counts = np.bincount(first_of_value // block_voxels, minlength=nblocks)
     starts = np.zeros(nblocks, dtype=np.intp)
     np.cumsum(counts[:-1], out=starts[1:])
@@ -444,7 +468,12 @@ def _encode_channel(channel, grid, c):
 
     index_dtype = np.uint8 if max_bits <= 8 else np.uint16 if max_bits <= 16 else np.uint32
     if max_bits:
-        rank_rows, rank_tables = _narrow_keys(rows, tables, starts)
+        if narrow_rows is None:
+            rank_rows, rank_tables = rows, tables
+        else:
+            rank_rows, rank_tables = narrow_rows, _narrow_tables(tables, starts, shift)
+            if rank_tables is None:  # labels too close to narrow: the exact way
+                rank_rows, rank_tables = _to_block_rows(channel, grid), tables
         indices = _rank_in_rows(rank_rows, is_new, rank_tables, starts, counts, index_dtype)
     else:
         indices = np.zeros(rows.shape, dtype=index_dtype)
