@@ -141,14 +141,6 @@ class _Grid:
         for a in self.block_zyx_index:
             a.setflags(write=False)
 
-    def zero_padding(self, indices):
-        """Set the padding positions of (nblocks, P) block-layout indices to 0."""
-        i6 = indices.reshape(self.blocks6)
-        (ez, ey, ex), (gz, gy, gx) = self.last_extent, self.grid
-        i6[gz - 1, :, :, ez:] = 0
-        i6[:, gy - 1, :, :, ey:] = 0
-        i6[:, :, gx - 1, :, :, ex:] = 0
-
     def padding_mask(self, blocks):
         """(len(blocks), P) mask of the padding positions of the given blocks."""
         bz, by, bx = self.block
@@ -274,6 +266,10 @@ def _to_block_rows(channel, grid):
 def _rank_in_rows(rows, is_new, tables, starts, counts, dtype):
     """Index of every voxel in its block's sorted table of distinct values.
 
+    Only blocks with more than one value are ranked (the others are coded
+    with 0 bits), in order of decreasing count, so that the rows of one bit
+    width come out as one contiguous slice.
+
     :param rows: (n, P) block rows.
     :param is_new: (n, P) mask of the rows sorted along axis 1: True where a
         new distinct value starts.
@@ -281,19 +277,20 @@ def _rank_in_rows(rows, is_new, tables, starts, counts, dtype):
     :param starts: where each row's values start in ``tables``.
     :param counts: distinct values per row.
     :param dtype: dtype of the returned indices.
+    :returns: ``(order, ranks)``: the ranked blocks, and their (len(order), P)
+        indices.
     """
-    n, block_voxels = rows.shape
-    ranks = np.zeros((n, block_voxels), dtype=dtype)
+    block_voxels = rows.shape[1]
     active = int(np.count_nonzero(counts > 1))
-    if active == 0:
-        return ranks
-    # Rows with a single value keep index 0 and cost nothing.  Sorting the
-    # others by decreasing count makes "rows with more than k values" a prefix.
+    # Sorting by decreasing count also makes "rows with more than k values"
+    # a prefix, for the comparisons below.
     order = np.argsort(-counts, kind="stable")[:active]
+    act_ranks = np.zeros((active, block_voxels), dtype=dtype)
+    if active == 0:
+        return order, act_ranks
     sorted_counts = counts[order]
     many = int(np.count_nonzero(sorted_counts > _COMPARE_RANK_LIMIT))
     act_rows = rows[order]
-    act_ranks = np.zeros((active, block_voxels), dtype=dtype)
 
     if many:
         # High-cardinality rows: rank = running count of new values in sorted
@@ -318,8 +315,7 @@ def _rank_in_rows(rows, is_new, tables, starts, counts, dtype):
             threshold = tables.take(low_starts[:m] + k)[:, None]
             np.greater_equal(low_rows[:m], threshold, out=scratch[:m])
             low_ranks[:m] += step[:m]
-    ranks[order] = act_ranks
-    return ranks
+    return order, act_ranks
 
 
 def _narrow_rows(rows):
@@ -361,7 +357,9 @@ def _pack(indices, bits, block_voxels):
     n = indices.shape[0]
     nwords = _words_per_block(bits, block_voxels)
     slots = nwords * 32 // bits
-    if slots != block_voxels:
+    if bits < 8:
+        indices = indices.astype(np.uint8, copy=False)
+    if slots != block_voxels or not indices.flags.c_contiguous:
         padded = np.zeros((n, slots), dtype=indices.dtype)
         padded[:, :block_voxels] = indices
         indices = padded
@@ -372,13 +370,19 @@ def _pack(indices, bits, block_voxels):
     elif bits == 8:
         packed = indices.astype(np.uint8)
     elif bits == 1:
-        packed = np.packbits(indices.astype(np.uint8, copy=False), axis=1, bitorder="little")
+        packed = np.packbits(indices, axis=1, bitorder="little")
     else:
-        small = indices.astype(np.uint8, copy=False)
-        per = 8 // bits
-        packed = small[:, 0::per].copy()
-        for k in range(1, per):
-            packed |= small[:, k::per] << np.uint8(k * bits)
+        # Gather the 8 // bits indices of one output byte with a multiply:
+        # index j of a little-endian word (at bit 8j) moves to bit
+        # (8 // bits - 1) * 8 + j * bits, into the top byte, while the
+        # cross terms land on disjoint bits below it or overflow away.
+        if bits == 2:
+            words, magic, top = indices.view(np.uint32), np.uint32(0x01041040), 24
+        else:
+            words, magic, top = indices.view(np.uint16), np.uint16(0x0110), 8
+        spread = words * magic
+        packed = np.empty(spread.shape, dtype=np.uint8)
+        np.right_shift(spread, spread.dtype.type(top), out=packed, casting="unsafe")
     return np.ascontiguousarray(packed).view("<u4").reshape(n, nwords)
 
 
@@ -407,8 +411,23 @@ def _table_hashes(tables, starts, counts):
 def _dedupe_tables(tables, starts, counts):
     """Block index of the first block with the same table, for every block."""
     hashes = _table_hashes(tables, starts, counts)
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    owner = first[inverse.ravel()]
+    # Sort (hash, block) pairs packed in one word: the low bits of the hash
+    # make room for the block index, so that a plain sort puts the first
+    # block of every run of equal hashes first, which an index sort of the
+    # hashes would do at several times the cost.
+    nblocks = counts.size
+    index_bits = max(1, (nblocks - 1).bit_length())
+    keys = hashes >> np.uint64(index_bits) << np.uint64(index_bits)
+    keys |= np.arange(nblocks, dtype=np.uint64)
+    keys.sort()
+    block = (keys & np.uint64((1 << index_bits) - 1)).astype(np.intp)
+    keys >>= np.uint64(index_bits)
+    run_start = np.empty(nblocks, dtype=bool)
+    run_start[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=run_start[1:])
+    first = block[run_start]
+    owner = np.empty(nblocks, dtype=np.intp)
+    owner[block] = first[np.cumsum(run_start) - 1]
     # Hashes only propose owners; confirm that every table equals its owner's.
     same = counts[owner] == counts
     if same.all():
@@ -474,12 +493,10 @@ def _encode_channel(channel, grid, c):
             rank_rows, rank_tables = narrow_rows, _narrow_tables(tables, starts, shift)
             if rank_tables is None:  # labels too close to narrow: the exact way
                 rank_rows, rank_tables = _to_block_rows(channel, grid), tables
-        indices = _rank_in_rows(rank_rows, is_new, rank_tables, starts, counts, index_dtype)
-    else:
-        indices = np.zeros(rows.shape, dtype=index_dtype)
-    if not grid.exact:
-        # TensorStore and Neuroglancer leave padding indices at 0.
-        grid.zero_padding(indices)
+        order, ranks = _rank_in_rows(rank_rows, is_new, rank_tables, starts, counts, index_dtype)
+        if not grid.exact:
+            # TensorStore and Neuroglancer leave padding indices at 0.
+            ranks[grid.padding_mask(order)] = 0
 
     layout = _layout(grid, tables, starts, counts, bits, wpe, c)
     owner, is_owner, values_offset, table_offset, total = layout
@@ -488,17 +505,17 @@ def _encode_channel(channel, grid, c):
     out[0:header_words:2] = table_offset | (bits << 24)
     out[1:header_words:2] = values_offset
 
-    for b in VALID_BITS[1:]:
-        if max_bits < b:
-            break
-        members = np.flatnonzero(bits == b)
-        if members.size == 0:
-            continue
-        group = indices if members.size == nblocks else indices[members]
-        packed = _pack(group, b, block_voxels)
-        nwords = packed.shape[1]
-        dest = values_offset[members][:, None] + np.arange(nwords)
-        out[dest] = packed
+    if max_bits:
+        # Ranked rows come by decreasing count, hence by decreasing width.
+        order_bits = bits[order]
+        for b in VALID_BITS[:0:-1]:
+            first = np.searchsorted(-order_bits, -b, side="left")
+            stop = np.searchsorted(-order_bits, -b, side="right")
+            if first == stop:
+                continue
+            packed = _pack(ranks[first:stop], b, block_voxels)
+            dest = values_offset[order[first:stop]][:, None] + np.arange(packed.shape[1])
+            out[dest] = packed
 
     _write_tables(out, tables, counts, is_owner, table_offset, wpe)
     return out
