@@ -318,38 +318,73 @@ def _rank_in_rows(rows, is_new, tables, starts, counts, dtype):
     return order, act_ranks
 
 
-def _narrow_rows(rows):
-    """Order-preserving 32-bit stand-ins for 64-bit block rows.
+def _narrow_shift(values):
+    """Smallest right shift after which 32 bits order ``values`` exactly.
 
-    Ranking only compares a voxel with the table entries of its own block.
-    Bits above the highest bit in which the smallest and largest label differ
-    are the same in every label of the chunk, so the 32 bits just below it
-    order labels exactly like the full values; where they also keep every
-    block's table entries distinct (see :func:`_narrow_tables`), comparing
-    them gives the same ranks at half the memory traffic.
-
-    :returns: ``(narrow_rows, shift)``; the rows are ``(rows >> shift)``
-        truncated to uint32. ``(None, 0)`` if the rows hold a single label,
-        which needs no ranking.
+    Bits above the highest bit in which the smallest and largest value differ
+    are the same in all of them, so the 32 bits just below it order the
+    values like the full 64 bits.
     """
-    spread = int(rows.min()) ^ int(rows.max())
-    if not spread:
-        return None, 0
-    shift = max(0, spread.bit_length() - 32)
+    spread = int(values.min()) ^ int(values.max())
+    return max(0, spread.bit_length() - 32)
+
+
+def _narrow(rows, shift):
     narrow = np.empty(rows.shape, dtype=np.uint32)
     # One pass, no 64-bit temporary: the ufunc casts its output in buffers.
     np.right_shift(rows, np.uint64(shift), out=narrow, casting="unsafe")
-    return narrow, shift
+    return narrow
+
+
+def _narrow_guess(rows):
+    """32-bit stand-ins for 64-bit block rows, made before they are sorted.
+
+    Ranking only compares a voxel with the table entries of its own block;
+    comparing order-preserving 32-bit stand-ins gives the same ranks at half
+    the memory traffic. The shift is guessed from the first and last voxel
+    of every block, since the rows are about to be sorted in place and the
+    exact label range is only known from the tables; :func:`_rank_keys`
+    checks the guess.
+
+    :returns: ``(narrow_rows, shift)``, or ``(None, 0)`` if the sampled
+        voxels hold one label (most likely the chunk needs no ranking).
+    """
+    ends = rows[:, :: max(1, rows.shape[1] - 1)]
+    if ends.min() == ends.max():
+        return None, 0
+    shift = _narrow_shift(ends)
+    return _narrow(rows, shift), shift
 
 
 def _narrow_tables(tables, starts, shift):
-    """``tables`` narrowed like :func:`_narrow_rows`, or None if two labels
-    of one block would share a narrow value."""
+    """``tables`` narrowed by ``shift``, or None if two labels of one block
+    would share a narrow value."""
     narrow = (tables >> np.uint64(shift)).astype(np.uint32)
     increasing = narrow[1:] > narrow[:-1]
     # Pairs that straddle two blocks need not increase.
     increasing[starts[1:] - 1] = True
     return narrow if increasing.all() else None
+
+
+def _rank_keys(channel, grid, guess, tables, starts):
+    """Unsorted block rows and tables to rank 64-bit labels with.
+
+    :param guess: ``(narrow_rows, shift)`` from :func:`_narrow_guess`.
+    :returns: ``(rows, tables)``, 32-bit when narrowing is exact.
+    """
+    narrow_rows, shift = guess
+    exact_shift = _narrow_shift(tables)
+    if narrow_rows is not None and shift == exact_shift:
+        narrow_tables = _narrow_tables(tables, starts, shift)
+        if narrow_tables is not None:
+            return narrow_rows, narrow_tables
+    # The sample missed the extreme labels, or two labels of a block differ
+    # only below the shift: start again from the channel.
+    rows = _to_block_rows(channel, grid)
+    narrow_tables = _narrow_tables(tables, starts, exact_shift)
+    if narrow_tables is None:
+        return rows, tables
+    return _narrow(rows, exact_shift), narrow_tables
 
 
 def _pack(indices, bits, block_voxels):
@@ -459,11 +494,10 @@ def _encode_channel(channel, grid, c):
     nblocks, block_voxels = grid.nblocks, grid.block_voxels
     wpe = channel.dtype.itemsize // 4
     rows = _to_block_rows(channel, grid)
-    narrow_rows = None
     if wpe == 2:
         # Narrow before sorting, so that the 64-bit rows can be sorted in
         # place: they are not needed unsorted unless narrowing fails.
-        narrow_rows, shift = _narrow_rows(rows)
+        guess = _narrow_guess(rows)
         if np.may_share_memory(rows, channel):
             rows = rows.copy()
         sorted_rows = rows
@@ -487,12 +521,10 @@ def _encode_channel(channel, grid, c):
 
     index_dtype = np.uint8 if max_bits <= 8 else np.uint16 if max_bits <= 16 else np.uint32
     if max_bits:
-        if narrow_rows is None:
-            rank_rows, rank_tables = rows, tables
+        if wpe == 2:
+            rank_rows, rank_tables = _rank_keys(channel, grid, guess, tables, starts)
         else:
-            rank_rows, rank_tables = narrow_rows, _narrow_tables(tables, starts, shift)
-            if rank_tables is None:  # labels too close to narrow: the exact way
-                rank_rows, rank_tables = _to_block_rows(channel, grid), tables
+            rank_rows, rank_tables = rows, tables
         order, ranks = _rank_in_rows(rank_rows, is_new, rank_tables, starts, counts, index_dtype)
         if not grid.exact:
             # TensorStore and Neuroglancer leave padding indices at 0.
