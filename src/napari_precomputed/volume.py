@@ -11,6 +11,7 @@ Arrays are (C, Z, Y, X).
 """
 
 import concurrent.futures
+import contextlib
 import itertools
 import os
 import threading
@@ -20,6 +21,7 @@ import numpy as np
 from .chunk_cache import MISSING
 from .errors import ChunkNotFoundError, DataAccessError, InvalidFormatError
 from .info import chunk_coords_for_grid_index, chunk_shape, scale_chunk_grid
+from .small_pages import Prefault, zeros
 from .store_queue import StoreQueue
 
 __all__ = [
@@ -140,7 +142,7 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
     dtype = io.encoder(scale_key).dtype.newbyteorder("=")
     fresh = out is None
     if fresh:
-        out = np.zeros(shape, dtype=dtype)
+        out = zeros(shape, dtype)
     elif out.shape != shape:
         raise ValueError(f"out has shape {out.shape}, the box needs {shape}")
     coords_list = chunk_coords_in_box(scale_info, lo, hi)
@@ -188,10 +190,17 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
     thin = (partial and coords_list and hi[2] - lo[2] == 1
             and encoder.z_byte_range(chunk_shape(coords_list[0]), 0, 1) is not None)
     serial = cheap_reads and (not encoder.parallel_decode or thin)
-    _run_workers(work, coords_list, executor or shared_read_executor(), io.accessor,
-                 max_workers=1 if serial else None)
+    # With one decoding thread the other core is free to take the page
+    # faults of a large fresh output (see small_pages).
+    prefault = fresh and serial and out.nbytes >= PREFAULT_BYTES
+    with Prefault(out) if prefault else contextlib.nullcontext():
+        _run_workers(work, coords_list, executor or shared_read_executor(), io.accessor,
+                     max_workers=1 if serial else None)
     return out
 
+
+#: Fresh outputs of this size or more are faulted in by a helper thread.
+PREFAULT_BYTES = 64 << 20
 
 _shared_read_executor = None
 _shared_lock = threading.Lock()
