@@ -176,3 +176,21 @@ def test_slices_give_lazy_views_that_read_only_when_indexed(new_dataset):
     assert isinstance(channel, PrecomputedArray) and channel.shape == (16, 35, 64)
     np.testing.assert_array_equal(channel[4:6][1], volume[1, 7, 10:45, 5:69])
     assert array[:, 5:5].shape == (2, 0, 50, 70) and np.asarray(array[:, 5:5]).size == 0
+
+
+def test_boxes_larger_than_the_cache_do_not_fill_it(new_dataset):
+    from napari_precomputed.chunk_cache import ChunkCache
+
+    volume = label_volume((1, 20, 50, 70), np.uint64)
+    io, _ = new_dataset(volume, encoding="compressed_segmentation", chunk_size=(32, 32, 16),
+                        compressed_segmentation_block_size=[8, 8, 4])
+    cache = ChunkCache(max_bytes=volume.nbytes // 2)
+    whole = read_region(io, "s0", (0, 0, 0), (70, 50, 20), cache=cache)
+    np.testing.assert_array_equal(whole, volume)
+    assert len(cache) == 0  # it would have evicted itself, at a page fault a chunk
+    plane = read_region(io, "s0", (0, 0, 3), (70, 50, 4), cache=cache)
+    np.testing.assert_array_equal(plane, volume[:, 3:4])
+    assert len(cache) > 0
+    # What is cached is still used by a large read.
+    again = read_region(io, "s0", (0, 0, 0), (70, 50, 20), cache=cache)
+    np.testing.assert_array_equal(again, volume)

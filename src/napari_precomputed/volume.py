@@ -74,11 +74,13 @@ def chunk_coords_in_box(scale_info, lo, hi, chunk_size=None):
             for gz, gy, gx in itertools.product(ranges[2], ranges[1], ranges[0])]
 
 
-def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None, z_slab=None):
+def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None, z_slab=None,
+                  remember=True):
     """Decoded chunk, or None where it reads as zeros, and its first z-slice.
 
     With ``z_slab`` (first, stop), only that z-slab of the chunk is decoded
-    (for encodings that can; see ``ChunkEncoder.z_slab``).
+    (for encodings that can; see ``ChunkEncoder.z_slab``). With ``remember``
+    false the cache is only looked in, not added to.
     """
     key = (scale_key, coords) if z_slab is None else (scale_key, coords, z_slab)
     first = 0 if z_slab is None else z_slab[0]
@@ -103,7 +105,7 @@ def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None, z_s
         # so that a repaired file is picked up.
         on_error(exc)
         return None, first
-    if cache is not None:
+    if cache is not None and remember:
         cache.put(key, chunk)
     return (None if chunk is MISSING else chunk), first
 
@@ -146,6 +148,10 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
     elif out.shape != shape:
         raise ValueError(f"out has shape {out.shape}, the box needs {shape}")
     coords_list = chunk_coords_in_box(scale_info, lo, hi)
+    # A box larger than the cache would only push out the chunks worth
+    # keeping (those of the planes napari shows), and every chunk it kept
+    # would be fresh memory to fault in.
+    remember = cache is not None and out.nbytes <= cache.max_bytes
 
     def paste(coords, chunk, first):
         if chunk is None:
@@ -181,7 +187,7 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
         # cost more than decoding a small raw chunk.
         for coords in queue:
             paste(coords, *_fetch_decode(io, scale_key, coords, missing, cache, on_error,
-                                         slab_for(coords)))
+                                         slab_for(coords), remember))
 
     # Reads only fetch and decode, never wait on other reads, so they can
     # share one long-lived pool (napari slices often; threads are not free).
