@@ -18,6 +18,7 @@ no-op on other C libraries, and the environment variable
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 import threading
@@ -52,13 +53,25 @@ def tune_allocator():
     return _done
 
 
+@functools.lru_cache(maxsize=None)
+def linux_libc():
+    """The C library as a :class:`ctypes.CDLL` on Linux, else None; loaded on
+    first use (finding it may run ``ldconfig``)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
 def _apply():
     if os.environ.get("NAPARI_PRECOMPUTED_TUNE_MALLOC", "1") == "0":
         return False
-    if not sys.platform.startswith("linux"):
+    libc = linux_libc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
         # musl and other C libraries do not have it.
         libc.gnu_get_libc_version  # noqa: B018
