@@ -56,6 +56,8 @@ _BITS_OK[list(VALID_BITS)] = True
 # _WIDTH_FOR_RANK, i.e. the smallest allowed b with 2**b >= n (b = 0 for n = 1).
 _COUNT_LIMITS = np.array([1, 2, 4, 16, 256, 65536], dtype=np.int64)
 _WIDTH_FOR_RANK = np.array(VALID_BITS, dtype=np.int64)
+# The non-zero widths, widest first and negated: ranked blocks come in that order.
+_NEGATIVE_WIDTHS = -np.array(VALID_BITS[:0:-1], dtype=np.int64)
 
 # Above this many distinct values per block, ranking by repeated comparison
 # (one pass per table entry) loses against a per-row argsort.
@@ -539,10 +541,10 @@ def _encode_channel(channel, grid, c):
 
     if max_bits:
         # Ranked rows come by decreasing count, hence by decreasing width.
-        order_bits = bits[order]
-        for b in VALID_BITS[:0:-1]:
-            first = np.searchsorted(-order_bits, -b, side="left")
-            stop = np.searchsorted(-order_bits, -b, side="right")
+        descending = -bits[order]
+        firsts = descending.searchsorted(_NEGATIVE_WIDTHS, side="left").tolist()
+        stops = descending.searchsorted(_NEGATIVE_WIDTHS, side="right").tolist()
+        for b, first, stop in zip(VALID_BITS[:0:-1], firsts, stops):
             if first == stop:
                 continue
             packed = _pack(ranks[first:stop], b, block_voxels)
