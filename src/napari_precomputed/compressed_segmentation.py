@@ -327,7 +327,10 @@ def _narrow_shift(values):
     are the same in all of them, so the 32 bits just below it order the
     values like the full 64 bits.
     """
-    spread = int(values.min()) ^ int(values.max())
+    return _shift_for_spread(int(values.min()) ^ int(values.max()))
+
+
+def _shift_for_spread(spread):
     return max(0, spread.bit_length() - 32)
 
 
@@ -351,10 +354,13 @@ def _narrow_guess(rows):
     :returns: ``(narrow_rows, shift)``, or ``(None, 0)`` if the sampled
         voxels hold one label (most likely the chunk needs no ranking).
     """
-    ends = rows[:, :: max(1, rows.shape[1] - 1)]
-    if ends.min() == ends.max():
+    # Copied out once: the strided view spans a cache line per voxel, and
+    # is reduced twice.
+    ends = rows[:, :: max(1, rows.shape[1] - 1)].copy()
+    low, high = int(ends.min()), int(ends.max())
+    if low == high:
         return None, 0
-    shift = _narrow_shift(ends)
+    shift = _shift_for_spread(low ^ high)
     return _narrow(rows, shift), shift
 
 
