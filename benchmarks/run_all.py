@@ -1,4 +1,4 @@
-"""Run every benchmark and print its table: ``python benchmarks/run_all.py [--quick]``.
+"""Run every benchmark and print its table: ``python benchmarks/run_all.py [--quick] [--repeat N]``.
 
 ``--quick`` uses fewer repeats and a 1 GiB instead of 8 GiB export volume.
 Figures depend on the machine; each table compares against TensorStore or the
@@ -15,8 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="pairs of runs per TensorStore comparison (default 3, 2 with --quick)")
     args = parser.parse_args(argv)
-    repeat = 2 if args.quick else 3
+    repeat = args.repeat or (2 if args.quick else 3)
 
     import bench_compressed_segmentation
     import bench_export
