@@ -45,6 +45,13 @@ def paired_ratio(ours, theirs):
     return q1, median, q3
 
 
+def comparison(ours, theirs):
+    """Row fields for our times against TensorStore's, taken in pairs."""
+    q1, ratio, q3 = paired_ratio(ours, theirs)
+    return {"ours_s": statistics.median(ours), "tensorstore_s": statistics.median(theirs),
+            "ratio": ratio, "ratio_q1": q1, "ratio_q3": q3}
+
+
 def verdict(q1, q3, target=1.0):
     """``met`` if three pairs in four meet the target, ``MISSED`` if three
     in four miss it, else ``level`` (the runs disagree)."""

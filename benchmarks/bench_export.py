@@ -31,7 +31,7 @@ except ImportError:
     sys.path.insert(0, str(ROOT / "src"))
 
 from _peak_rss import PEAK_RSS_SOURCE  # noqa: E402
-from _timing import alternating_runs, paired_ratio, verdict  # noqa: E402
+from _timing import alternating_runs, comparison, verdict  # noqa: E402
 from bench_volume import CASES  # noqa: E402
 
 from napari_precomputed.export import export, make_info  # noqa: E402
@@ -70,10 +70,7 @@ def bench_against_tensorstore(size=(512, 512, 256), repeat=3):
                  lambda: ts.open(spec).result().write(xyzc).result(),
                  lambda: export(data, str(tmp / "pyramid"), full)],
                 repeat, [clean] * 3)
-            q1, ratio, q3 = paired_ratio(ours, theirs)
-            rows.append({"case": name, "ours_s": statistics.median(ours),
-                         "tensorstore_s": statistics.median(theirs), "ratio": ratio,
-                         "ratio_q1": q1, "ratio_q3": q3,
+            rows.append({"case": name, **comparison(ours, theirs),
                          "ours_with_pyramid_s": statistics.median(pyramid),
                          "levels": len(full["scales"])})
     return rows

@@ -18,7 +18,6 @@ quartiles straddle 1.
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from _timing import alternating_runs, paired_ratio, verdict  # noqa: E402
+from _timing import alternating_runs, comparison, verdict  # noqa: E402
 from napari_precomputed.accessor import get_accessor_for_url  # noqa: E402
 from napari_precomputed.precomputed_io import (  # noqa: E402
     get_IO_for_existing_dataset,
@@ -170,14 +169,8 @@ def bench_case(name, case, size, repeat, workdir):
                                                 repeat * 3)
     fresh(ours_dir)
     fresh(ts_dir)
-    return [_row(name, op, ours, theirs) for op, (ours, theirs) in results.items()]
-
-
-def _row(case, operation, ours, theirs):
-    q1, ratio, q3 = paired_ratio(ours, theirs)
-    return {"case": case, "operation": operation, "ours_s": statistics.median(ours),
-            "tensorstore_s": statistics.median(theirs), "ratio": ratio, "ratio_q1": q1,
-            "ratio_q3": q3}
+    return [{"case": name, "operation": op, **comparison(ours, theirs)}
+            for op, (ours, theirs) in results.items()]
 
 
 def run(size=(512, 512, 256), repeat=3, cases=None):
