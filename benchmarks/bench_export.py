@@ -70,7 +70,7 @@ def bench_against_tensorstore(size=(512, 512, 256), repeat=3):
                  lambda: ts.open(spec).result().write(xyzc).result(),
                  lambda: export(data, str(tmp / "pyramid"), full)],
                 repeat, [clean] * 3)
-            rows.append({"case": name, **comparison(ours, theirs),
+            rows.append({"case": name, "size": list(size), **comparison(ours, theirs),
                          "ours_with_pyramid_s": statistics.median(pyramid),
                          "levels": len(full["scales"])})
     return rows
@@ -117,7 +117,8 @@ def bench_big(gib=8.0):
 
 
 def print_rows(rows, big):
-    print("Export of 512x512x256 (one scale) vs TensorStore writing the same; "
+    size = "x".join(str(n) for n in rows[0]["size"]) if rows else "512x512x256"
+    print(f"Export of {size} (one scale) vs TensorStore writing the same; "
           "target ratio <= 1.0 (median of paired runs, with quartiles)")
     print(f"{'case':<16} {'ours ms':>9} {'TS ms':>9} {'ratio':>6} {'quartiles':>11}  target  "
           f"{'with pyramid ms':>15}")
