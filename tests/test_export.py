@@ -238,6 +238,34 @@ def test_export_widget(make_napari_viewer, qtbot, tmp_path):
     assert widget.method.choices == ("mean", "stride")
 
 
+def test_export_widget_pyramid_levels_say_what_automatic_makes(make_napari_viewer, qtbot,
+                                                               tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    # x 50, y 40, z 12 voxels of 8 x 8 x 40 nm, chunks of 16 x 16 x 8: x and y are
+    # halved twice before z, then all three once, and the last scale fits a chunk.
+    viewer.add_labels(label_volume((1, 12, 40, 50), "uint32")[0], name="seg",
+                      scale=(40, 8, 8))
+    widget = ExportWidget(viewer)
+    widget.chunk_size.value = (16, 16, 8)
+    assert widget.levels.native.itemText(0) == "automatic (4 scales, down to one chunk)"
+    assert widget.levels.value is None
+    # Explicit counts go on until every axis is one voxel: 7x5x6, 4x3x3, 2x2x2, 1x1x1.
+    assert widget.levels.choices == (None, 1, 2, 3, 4, 5, 6, 7)
+
+    widget.levels.value = 6
+    widget.chunk_size.value = (64, 64, 64)
+    assert widget.levels.native.itemText(0) == "automatic (1 scale, down to one chunk)"
+    assert widget.levels.value == 6  # still offered, so kept
+
+    widget.levels.value = 2
+    widget.output.value = str(tmp_path / "seg")
+    _wait_for(qtbot, widget.start_export())
+    info, _ = read_scales(tmp_path / "seg")
+    assert [s["size"] for s in info["scales"]] == [[50, 40, 12], [25, 20, 12]]
+
+
 def test_export_widget_jpeg_options_and_cancel(make_napari_viewer, qtbot, tmp_path):
     from napari_precomputed._widget import ExportWidget
 

@@ -22,8 +22,11 @@ from magicgui.widgets import (
     TupleEdit,
 )
 
+from .pyramid import pyramid_factors
+
 PLUGIN = "napari-precomputed"
-_AUTO_LEVELS = 0
+# Above any pyramid a volume can have: it ends when every axis is one voxel.
+_MOST_LEVELS = 64
 
 
 def encodings_for(layer_type, dtype):
@@ -100,6 +103,7 @@ class ExportWidget(Container):
         self._auto_output = None
         self._current_layer = None
         self._last_output = None
+        self._level_choices = None
 
         self.layer = ComboBox(label="layer", choices=self._layer_choices)
         self.output = FileEdit(label="output folder", mode="w", filter="")
@@ -110,9 +114,9 @@ class ExportWidget(Container):
                                     options={"min": 1, "max": 512})
         self.chunk_size = TupleEdit(label="chunk size (x, y, z)", value=(64, 64, 64),
                                     options={"min": 1, "max": 4096})
-        self.levels = SpinBox(label="pyramid levels", min=_AUTO_LEVELS, max=32,
-                              value=_AUTO_LEVELS)
-        self.levels.native.setSpecialValueText("automatic")
+        # A combo box, not a spin box: superqt's spin box (magicgui's) cannot
+        # show "automatic" for a special value, and a bare 0 says nothing.
+        self.levels = ComboBox(label="pyramid levels", choices=[("automatic", None)])
         self.method = ComboBox(label="downsampling", choices=["mean", "stride"])
         self.gzip = CheckBox(text="gzip chunk files (.gz)", value=False)
         self.overwrite = CheckBox(text="overwrite an existing dataset", value=False)
@@ -190,6 +194,7 @@ class ExportWidget(Container):
         self.jpeg_quality.visible = self.jpeg_plane.visible = encoding == "jpeg"
         self.block_size.visible = encoding == "compressed_segmentation"
         problems = self.problems()
+        self._update_levels()
         path = _path(self.output.value)
         notes = list(problems)
         if not problems and self.overwrite.value and holds_dataset(path):
@@ -197,6 +202,41 @@ class ExportWidget(Container):
         self.message.value = "\n".join(notes)
         busy = self._worker is not None
         self.export_button.enabled = not problems and not busy
+
+    def _update_levels(self):
+        """Offer 1 to the most scales the layer can have; "automatic" says how many it makes."""
+        geometry = self._geometry()
+        if geometry is None:
+            automatic, most = None, 1
+        else:
+            resolution, size = geometry
+            chunk = self.chunk_size.value
+            automatic = 1 + len(pyramid_factors(resolution, size, chunk))
+            most = 1 + len(pyramid_factors(resolution, size, chunk, levels=_MOST_LEVELS))
+        label = "automatic" if automatic is None else (
+            f"automatic ({automatic} scale{'s' if automatic > 1 else ''}, down to one chunk)")
+        choices = [(label, None)] + [(str(n), n) for n in range(1, most + 1)]
+        if choices == self._level_choices:
+            return
+        self._level_choices = choices
+        keep = self.levels.value
+        self.levels.choices = []
+        self.levels.choices = choices
+        self.levels.value = keep if keep is None or keep <= most else most
+
+    def _geometry(self):
+        """(resolution, size) of the layer's volume, x first, or None."""
+        layer = self.layer.value
+        if layer is None:
+            return None
+        from ._layer_export import volume_for_layer
+
+        data, meta = _data_and_meta(layer)
+        try:
+            volume, resolution, _ = volume_for_layer(data, meta, _layer_type(layer))
+        except ValueError:
+            return None
+        return resolution, volume.shape[:0:-1]
 
     def problems(self):
         """Why the current choices cannot be exported (empty when they can)."""
@@ -237,7 +277,7 @@ class ExportWidget(Container):
                 data, meta, _layer_type(layer), encoding=self.encoding.value,
                 chunk_size=self.chunk_size.value, block_size=self.block_size.value,
                 jpeg_quality=self.jpeg_quality.value,
-                levels=None if self.levels.value == _AUTO_LEVELS else self.levels.value)
+                levels=self.levels.value)
         except Exception as exc:  # noqa: BLE001 - shown in the panel, nothing started
             self.status.value = f"Cannot export: {exc}"
             return None
