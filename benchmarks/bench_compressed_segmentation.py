@@ -10,6 +10,7 @@ Targets: decoding within 2x and encoding within 1.5x of the C++ codec
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import timeit
 
@@ -22,6 +23,9 @@ except ImportError:
     sys.path.insert(0, os.path.normpath(_SRC))
 
 from napari_precomputed import compressed_segmentation as ours  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import alternating_runs, paired_ratio, verdict  # noqa: E402
 
 try:
     import compressed_segmentation as cseg
@@ -67,27 +71,45 @@ def sparse_labels(dtype, seed=0, num_objects=6, shape=SHAPE):
     return out
 
 
-def _median_time(func, min_total=0.5, repeats=7):
-    """Median per-call time over ``repeats`` runs of at least ``min_total / repeats`` s."""
-    timer = timeit.Timer(func)
-    number, elapsed = timer.autorange()
-    # autorange stops at >= 0.2 s; scale so that all repeats together take
-    # at least min_total seconds.
-    per_call = elapsed / number
-    number = max(number, int(np.ceil(min_total / repeats / per_call)))
-    times = timer.repeat(repeat=repeats, number=number)
-    return float(np.median(times)) / number
+def _calls_per_batch(func, batch_s):
+    """Calls of ``func`` that take about ``batch_s`` seconds."""
+    number, elapsed = timeit.Timer(func).autorange()
+    return max(1, int(round(batch_s / (elapsed / number))))
 
 
-def run(min_total=0.5, verbose=False):
+def _paired(ours_fn, cpp_fn, pairs, batch_s):
+    """Per-call seconds of both, measured in alternating batches.
+
+    :returns: ``(ours_times, cpp_times)``, one per batch
+    """
+    n_ours = _calls_per_batch(ours_fn, batch_s)
+    n_cpp = _calls_per_batch(cpp_fn, batch_s)
+    ours_t, cpp_t = alternating_runs(
+        [lambda: timeit.Timer(ours_fn).timeit(n_ours),
+         lambda: timeit.Timer(cpp_fn).timeit(n_cpp)], pairs)
+    return [t / n_ours for t in ours_t], [t / n_cpp for t in cpp_t]
+
+
+def _batch_times(fn, pairs, batch_s):
+    number = _calls_per_batch(fn, batch_s)
+    return [timeit.Timer(fn).timeit(number) / number for _ in range(pairs)]
+
+
+def run(pairs=15, batch_s=0.03, verbose=False):
     """Time encode/decode of ours and the C++ codec; return one dict per case.
 
-    :param min_total: minimum seconds spent per measurement.
+    Ours and the C++ codec run in alternating batches of about ``batch_s``
+    seconds, so that each ratio compares the two at the same machine speed.
+
+    :param pairs: batches of each per measurement.
+    :param batch_s: seconds per batch.
     :param verbose: print each row as it is measured.
     :returns: list of dicts with keys ``case``, ``dtype``, ``labels``,
-        ``bytes``, ``ours_encode_ms``, ``cpp_encode_ms``, ``encode_ratio``,
-        ``encode_ok``, ``ours_decode_ms``, ``cpp_decode_ms``, ``decode_ratio``,
-        ``decode_ok`` (ratio and ok are None without the C++ codec).
+        ``bytes``, and for ``encode`` and ``decode``: ``ours_<op>_ms``,
+        ``cpp_<op>_ms`` (medians), ``<op>_ratio`` (median of the paired
+        ratios), ``<op>_q1``, ``<op>_q3`` (their quartiles) and ``<op>_ok``
+        (the verdict: met, level or MISSED); the C++ fields are None without
+        the C++ codec.
     """
     rows = []
     chunk_size = SHAPE[::-1]
@@ -99,38 +121,33 @@ def run(min_total=0.5, verbose=False):
             encoded = ours.encode(chunk, BLOCK)
             decoded = ours.decode(encoded, chunk_size, 1, name, BLOCK)
             assert np.array_equal(decoded, chunk)
-            row = {
-                "case": case,
-                "dtype": name,
-                "labels": int(np.unique(volume).size),
-                "bytes": len(encoded),
-                "ours_encode_ms": 1e3 * _median_time(lambda: ours.encode(chunk, BLOCK), min_total),
-                "ours_decode_ms": 1e3
-                * _median_time(lambda: ours.decode(encoded, chunk_size, 1, name, BLOCK), min_total),
-                "cpp_encode_ms": None,
-                "cpp_decode_ms": None,
-                "encode_ratio": None,
-                "decode_ratio": None,
-                "encode_ok": None,
-                "decode_ok": None,
-            }
+            row = {"case": case, "dtype": name, "labels": int(np.unique(volume).size),
+                   "bytes": len(encoded)}
+            ours_fns = {"encode": lambda: ours.encode(chunk, BLOCK),
+                        "decode": lambda: ours.decode(encoded, chunk_size, 1, name, BLOCK)}
+            cpp_fns = None
             if cseg is not None:
                 # The C++ codec wants (X, Y, Z) in Fortran order: that is our
                 # (Z, Y, X) C-order array transposed, without a copy.
                 fortran = volume.T
                 reference = cseg.compress(fortran, block_size=BLOCK, order="F")
                 assert reference == encoded, f"{case}/{name}: output differs from C++ codec"
-                row["cpp_encode_ms"] = 1e3 * _median_time(
-                    lambda: cseg.compress(fortran, block_size=BLOCK, order="F"), min_total
-                )
-                row["cpp_decode_ms"] = 1e3 * _median_time(
-                    lambda: cseg.decompress(reference, chunk_size, dtype, BLOCK, order="F"),
-                    min_total,
-                )
-                row["encode_ratio"] = row["ours_encode_ms"] / row["cpp_encode_ms"]
-                row["decode_ratio"] = row["ours_decode_ms"] / row["cpp_decode_ms"]
-                row["encode_ok"] = row["encode_ratio"] <= ENCODE_TARGET
-                row["decode_ok"] = row["decode_ratio"] <= DECODE_TARGET
+                cpp_fns = {"encode": lambda: cseg.compress(fortran, block_size=BLOCK, order="F"),
+                           "decode": lambda: cseg.decompress(reference, chunk_size, dtype, BLOCK,
+                                                             order="F")}
+            for op, target in (("encode", ENCODE_TARGET), ("decode", DECODE_TARGET)):
+                if cpp_fns is None:
+                    row[f"ours_{op}_ms"] = 1e3 * statistics.median(
+                        _batch_times(ours_fns[op], pairs, batch_s))
+                    row.update({f"cpp_{op}_ms": None, f"{op}_ratio": None, f"{op}_q1": None,
+                                f"{op}_q3": None, f"{op}_ok": None})
+                    continue
+                ours_t, cpp_t = _paired(ours_fns[op], cpp_fns[op], pairs, batch_s)
+                q1, ratio, q3 = paired_ratio(ours_t, cpp_t)
+                row.update({f"ours_{op}_ms": 1e3 * statistics.median(ours_t),
+                            f"cpp_{op}_ms": 1e3 * statistics.median(cpp_t),
+                            f"{op}_ratio": ratio, f"{op}_q1": q1, f"{op}_q3": q3,
+                            f"{op}_ok": verdict(q1, q3, target)})
             rows.append(row)
             if verbose:
                 print(format_row(row), flush=True)
@@ -139,32 +156,33 @@ def run(min_total=0.5, verbose=False):
 
 HEADER = (
     f"{'case':7s}{'dtype':7s}{'labels':>7s}{'bytes':>8s} | "
-    f"{'enc ours':>9s}{'enc C++':>9s}{'ratio':>7s}{'ok':>4s} | "
-    f"{'dec ours':>9s}{'dec C++':>9s}{'ratio':>7s}{'ok':>4s}"
+    f"{'enc ours':>9s}{'enc C++':>9s}{'ratio':>7s}{'quartiles':>11s} {'ok':6s} | "
+    f"{'dec ours':>9s}{'dec C++':>9s}{'ratio':>7s}{'quartiles':>11s} {'ok':6s}"
 )
 
 
 def _fmt(value, spec):
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    return format(value, spec)
+    return "-" if value is None else format(value, spec)
+
+
+def _side(row, op):
+    if row[f"{op}_ratio"] is None:
+        spread = "-"
+    else:
+        spread = f"{row[f'{op}_q1']:.2f}-{row[f'{op}_q3']:.2f}"
+    return (f"{_fmt(row[f'ours_{op}_ms'], '9.3f')}{_fmt(row[f'cpp_{op}_ms'], '9.3f'):>9s}"
+            f"{_fmt(row[f'{op}_ratio'], '7.2f'):>7s}{spread:>11s} {row[f'{op}_ok'] or '-':6s}")
 
 
 def format_row(row):
     """One line of the result table (times in ms)."""
-    return (
-        f"{row['case']:7s}{row['dtype']:7s}{row['labels']:7d}{row['bytes']:8d} | "
-        f"{_fmt(row['ours_encode_ms'], '9.3f')}{_fmt(row['cpp_encode_ms'], '9.3f'):>9s}"
-        f"{_fmt(row['encode_ratio'], '7.2f'):>7s}{_fmt(row['encode_ok'], ''):>4s} | "
-        f"{_fmt(row['ours_decode_ms'], '9.3f')}{_fmt(row['cpp_decode_ms'], '9.3f'):>9s}"
-        f"{_fmt(row['decode_ratio'], '7.2f'):>7s}{_fmt(row['decode_ok'], ''):>4s}"
-    )
+    return (f"{row['case']:7s}{row['dtype']:7s}{row['labels']:7d}{row['bytes']:8d} | "
+            f"{_side(row, 'encode')} | {_side(row, 'decode')}")
 
 
 def main():
-    print(f"compressed_segmentation, chunk {SHAPE[::-1]} (x,y,z), block {BLOCK}; times in ms (median)")
+    print(f"compressed_segmentation, chunk {SHAPE[::-1]} (x,y,z), block {BLOCK}; times in ms "
+          "(medians); ratio: median of ours / C++ over alternating batches, with quartiles")
     print(f"targets: encode <= {ENCODE_TARGET}x C++, decode <= {DECODE_TARGET}x C++")
     print(HEADER)
     print("-" * len(HEADER))
