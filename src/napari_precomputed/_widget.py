@@ -193,8 +193,9 @@ class ExportWidget(Container):
         encoding = self.encoding.value
         self.jpeg_quality.visible = self.jpeg_plane.visible = encoding == "jpeg"
         self.block_size.visible = encoding == "compressed_segmentation"
-        problems = self.problems()
-        self._update_levels()
+        volume = self._volume()
+        problems = self._problems(volume)
+        self._update_levels(volume)
         path = _path(self.output.value)
         notes = list(problems)
         if not problems and self.overwrite.value and holds_dataset(path):
@@ -203,14 +204,16 @@ class ExportWidget(Container):
         busy = self._worker is not None
         self.export_button.enabled = not problems and not busy
 
-    def _update_levels(self):
-        """Offer 1 to the most scales the layer can have; "automatic" says how many it makes."""
-        geometry = self._geometry()
-        if geometry is None:
+    def _update_levels(self, volume):
+        """Offer 1 to the most scales the layer can have; "automatic" says how many it makes.
+
+        :param volume: what :meth:`_volume` returned
+        """
+        if isinstance(volume, str):
             automatic, most = None, 1
         else:
-            resolution, size = geometry
-            chunk = self.chunk_size.value
+            array, resolution = volume
+            size, chunk = array.shape[:0:-1], self.chunk_size.value
             automatic = 1 + len(pyramid_factors(resolution, size, chunk))
             most = 1 + len(pyramid_factors(resolution, size, chunk, levels=_MOST_LEVELS))
         label = "automatic" if automatic is None else (
@@ -224,37 +227,36 @@ class ExportWidget(Container):
         self.levels.choices = choices
         self.levels.value = keep if keep is None or keep <= most else most
 
-    def _geometry(self):
-        """(resolution, size) of the layer's volume, x first, or None."""
+    def _volume(self):
+        """The layer's (C, Z, Y, X) volume and (x, y, z) resolution, or why there is none."""
         layer = self.layer.value
         if layer is None:
-            return None
+            return "no layer"
         from ._layer_export import volume_for_layer
 
         data, meta = _data_and_meta(layer)
         try:
-            volume, resolution, _ = volume_for_layer(data, meta, _layer_type(layer))
-        except ValueError:
-            return None
-        return resolution, volume.shape[:0:-1]
+            array, resolution, _ = volume_for_layer(data, meta, _layer_type(layer))
+        except ValueError as exc:
+            return str(exc)
+        return array, resolution
 
     def problems(self):
         """Why the current choices cannot be exported (empty when they can)."""
+        return self._problems(self._volume())
+
+    def _problems(self, volume):
         layer = self.layer.value
         if layer is None:
             return ["Add an image or labels layer to export."]
         if not self.encoding.choices:
             return [f"No encoding can store {_layer_dtype(layer)} data."]
-        from ._layer_export import volume_for_layer
-
-        data, meta = _data_and_meta(layer)
-        try:
-            volume, _, _ = volume_for_layer(data, meta, _layer_type(layer))
-        except ValueError as exc:
-            return [str(exc)]
-        return validate_options(volume.shape, self.encoding.value, self.chunk_size.value,
+        if isinstance(volume, str):
+            return [volume]
+        array = volume[0]
+        return validate_options(array.shape, self.encoding.value, self.chunk_size.value,
                                 _path(self.output.value), self.overwrite.value,
-                                volume.shape[0], self.jpeg_plane.value)
+                                array.shape[0], self.jpeg_plane.value)
 
     # running ---------------------------------------------------------------
 
