@@ -77,22 +77,15 @@ def _calls_per_batch(func, batch_s):
     return max(1, int(round(batch_s / (elapsed / number))))
 
 
-def _paired(ours_fn, cpp_fn, pairs, batch_s):
-    """Per-call seconds of both, measured in alternating batches.
+def _batches(fns, pairs, batch_s):
+    """Per-call seconds of each function, measured in alternating batches.
 
-    :returns: ``(ours_times, cpp_times)``, one per batch
+    :returns: one list per function, one time per batch
     """
-    n_ours = _calls_per_batch(ours_fn, batch_s)
-    n_cpp = _calls_per_batch(cpp_fn, batch_s)
-    ours_t, cpp_t = alternating_runs(
-        [lambda: timeit.Timer(ours_fn).timeit(n_ours),
-         lambda: timeit.Timer(cpp_fn).timeit(n_cpp)], pairs)
-    return [t / n_ours for t in ours_t], [t / n_cpp for t in cpp_t]
-
-
-def _batch_times(fn, pairs, batch_s):
-    number = _calls_per_batch(fn, batch_s)
-    return [timeit.Timer(fn).timeit(number) / number for _ in range(pairs)]
+    numbers = [_calls_per_batch(fn, batch_s) for fn in fns]
+    times = alternating_runs(
+        [lambda fn=fn, n=n: timeit.Timer(fn).timeit(n) for fn, n in zip(fns, numbers)], pairs)
+    return [[t / n for t in ts] for ts, n in zip(times, numbers)]
 
 
 def run(pairs=15, batch_s=0.03, verbose=False):
@@ -137,12 +130,12 @@ def run(pairs=15, batch_s=0.03, verbose=False):
                                                              order="F")}
             for op, target in (("encode", ENCODE_TARGET), ("decode", DECODE_TARGET)):
                 if cpp_fns is None:
-                    row[f"ours_{op}_ms"] = 1e3 * statistics.median(
-                        _batch_times(ours_fns[op], pairs, batch_s))
-                    row.update({f"cpp_{op}_ms": None, f"{op}_ratio": None, f"{op}_q1": None,
+                    (ours_t,) = _batches([ours_fns[op]], pairs, batch_s)
+                    row.update({f"ours_{op}_ms": 1e3 * statistics.median(ours_t),
+                                f"cpp_{op}_ms": None, f"{op}_ratio": None, f"{op}_q1": None,
                                 f"{op}_q3": None, f"{op}_ok": None})
                     continue
-                ours_t, cpp_t = _paired(ours_fns[op], cpp_fns[op], pairs, batch_s)
+                ours_t, cpp_t = _batches([ours_fns[op], cpp_fns[op]], pairs, batch_s)
                 q1, ratio, q3 = paired_ratio(ours_t, cpp_t)
                 row.update({f"ours_{op}_ms": 1e3 * statistics.median(ours_t),
                             f"cpp_{op}_ms": 1e3 * statistics.median(cpp_t),
