@@ -313,13 +313,14 @@ def test_png_uint16_several_channels_is_refused_cleanly(tmp_path):
     # Valid in the format, but Pillow would silently drop 16-bit multi-channel
     # PNGs to 8 bits: refusing is fine, crashing or writing an info is not.
     info = base_info("uint16", "png", 3)
-    with pytest.raises((InvalidInfoError, IncompatibleEncoderError)):
+    with pytest.raises(UnsupportedEncodingError, match="scale 's0'.*16-bit PNG"):
         get_IO_for_new_dataset(info, get_accessor_for_url(str(tmp_path / "new")))
     assert snapshot(tmp_path) == {}
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "info").write_text(json.dumps(info))
-    with pytest.raises((InvalidInfoError, IncompatibleEncoderError)):
+    with pytest.raises(UnsupportedEncodingError) as exc_info:
         get_IO_for_existing_dataset(get_accessor_for_url(str(tmp_path / "old")))
+    assert str(tmp_path / "old" / "info") in str(exc_info.value)
 
 
 @pytest.mark.parametrize("info", [
@@ -458,6 +459,21 @@ def _png(array, mode=None):
     return out.getvalue()
 
 
+def _png16_color(array):
+    """A 16-bit RGB or RGBA PNG, which Pillow reads but cannot write."""
+    height, width, channels = array.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
+
+    def part(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    color_type = {3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + part(b"IHDR", header) + part(b"IDAT", zlib.compress(rows))
+            + part(b"IEND", b""))
+
+
 def _jpeg(array, mode=None):
     out = io.BytesIO()
     img = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
@@ -525,6 +541,11 @@ def _image_cases():
         # png
         ("png-16bit-in-uint8", "uint8", "png", 1, FULL, _png(gray.astype(np.uint16) * 300)),
         ("png-8bit-in-uint16", "uint16", "png", 1, FULL, good_png),
+        # Pillow opens these as 8-bit RGB(A), keeping the high bytes.
+        ("png-16bit-rgb-in-uint8", "uint8", "png", 3, FULL,
+         _png16_color(rgb.astype(np.uint16) * 300)),
+        ("png-16bit-rgba-in-uint8", "uint8", "png", 4, FULL,
+         _png16_color(_image_for(FULL, 4).astype(np.uint16) * 300)),
         ("png-palette", "uint8", "png", 1, FULL, palette_png),
         ("png-bilevel", "uint8", "png", 1, FULL, bilevel_png),
         ("png-rgb-in-1-channel", "uint8", "png", 1, FULL, _png(rgb)),
@@ -700,6 +721,26 @@ def test_corrupt_cseg_chunk(tmp_path, data_type, num_channels, content):
     assert_names_chunk(exc_info, tmp_path, CSEG_CHUNK)
 
 
+_HUGE_CHUNK_SCRIPT = r"""
+import resource, struct
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from napari_precomputed.compressed_segmentation import decode
+from napari_precomputed.errors import InvalidFormatError
+try:
+    # 16 bytes claiming to be a 1024^3 uint64 chunk (8 GiB decoded).
+    decode(struct.pack("<4I", 1, 2, 2, 7), (1024, 1024, 1024), 1, "uint64", (8, 8, 8))
+except InvalidFormatError as exc:
+    print("DOCUMENTED", exc)
+"""
+
+
+def test_tiny_cseg_buffer_for_a_huge_chunk_fails_before_allocating():
+    proc = subprocess.run([sys.executable, "-c", _HUGE_CHUNK_SCRIPT],
+                          capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "DOCUMENTED" in out and "header table" in out, out[-2000:]
+
+
 _HUGE_BLOCK_SCRIPT = r"""
 import json, pathlib, resource, struct, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
@@ -771,6 +812,19 @@ def test_off_grid_coords_raise_assertion(tmp_path, coords):
     with pytest.raises(AssertionError):
         io_.write_chunk(chunk, "s0", coords)
     assert snapshot(tmp_path) == before
+
+
+def test_whole_number_coords_of_other_types_name_the_chunk_as_integers(tmp_path):
+    # A file named 3.0-11.0_... would be found by no reader.
+    io_ = make_dataset(tmp_path)
+    chunk = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(1, 4, 8, 8)
+    io_.write_chunk(chunk, "s0", tuple(float(c) for c in FULL))
+    assert sorted(p.name for p in (tmp_path / "s0").iterdir()) == [chunk_name(FULL)]
+    encoded = io_.encode_chunk(chunk, "s0", tuple(np.int64(c) for c in FULL))
+    io_.store_encoded_chunk(encoded, "s0", tuple(np.float64(c) for c in FULL))
+    assert sorted(p.name for p in (tmp_path / "s0").iterdir()) == [chunk_name(FULL)]
+    back = io_.read_chunk("s0", tuple(np.int32(c) for c in FULL))
+    assert np.array_equal(back, chunk)
 
 
 def test_unknown_scale_key(tmp_path):

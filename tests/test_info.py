@@ -26,6 +26,20 @@ def test_worked_example_grid_and_names():
     assert chunk_name(coords[-1]) == "1060-1100_556-580_128-130"
 
 
+def test_worked_example_border_chunk_file_is_stored_clipped(tmp_path):
+    import numpy as np
+
+    from napari_precomputed.accessor import get_accessor_for_url
+    from napari_precomputed.precomputed_io import get_IO_for_new_dataset
+
+    info = {"type": "image", "data_type": "uint16", "num_channels": 1,
+            "scales": [EXAMPLE_SCALE]}
+    io = get_IO_for_new_dataset(info, get_accessor_for_url(str(tmp_path)))
+    coords = (1060, 1100, 556, 580, 128, 130)
+    io.write_chunk(np.ones((1, 2, 24, 40), np.uint16), "s", coords)
+    assert (tmp_path / "s" / "1060-1100_556-580_128-130").stat().st_size == 3840
+
+
 def test_negative_offset_names_as_tensorstore_writes_them():
     scale = {"size": [4, 2, 2], "voxel_offset": [10, -3, 0], "chunk_sizes": [[4, 2, 2]]}
     assert [chunk_name(c) for c in iter_chunk_coords(scale)] == ["10-14_-3--1_0-2"]

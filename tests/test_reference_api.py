@@ -3,6 +3,10 @@
 import argparse
 import textwrap
 
+import pytest
+
+from napari_precomputed.chunk_encoding import add_argparse_options
+
 REFERENCE_PROGRAM = textwrap.dedent('''
     import numpy as np
     from {pkg}.accessor import get_accessor_for_url, DataAccessError
@@ -40,6 +44,8 @@ REFERENCE_PROGRAM = textwrap.dedent('''
             io.read_chunk("1mm", (8, 16, 0, 8, 0, 5))
         except DataAccessError:
             pass
+        else:
+            raise SystemExit("missing chunk read")
         try:
             io.write_chunk(chunk, "1mm", (1, 9, 0, 8, 0, 5))
         except AssertionError:
@@ -57,14 +63,23 @@ REFERENCE_PROGRAM = textwrap.dedent('''
             JpegChunkEncoder("uint16", 1)
         except IncompatibleEncoderError:
             pass
+        else:
+            raise SystemExit("uint16 JPEG accepted")
         try:
             RawChunkEncoder("uint8", 1).decode(b"123", (2, 2, 1))
         except InvalidFormatError:
             pass
-        try:
-            get_encoder({{"data_type": "uint8", "num_channels": 1}}, {{"encoding": "nope"}})
-        except InvalidInfoError:
-            pass
+        else:
+            raise SystemExit("short raw chunk decoded")
+        for bad in ({{"data_type": "uint8", "num_channels": 1}}, {{"encoding": "nope"}}), \
+                ({{"data_type": "int64", "num_channels": 1}}, {{"encoding": "raw"}}), \
+                ({{"data_type": "uint16", "num_channels": 1}}, {{"encoding": "jpeg"}}):
+            try:
+                get_encoder(*bad)
+            except InvalidInfoError:
+                pass
+            else:
+                raise SystemExit(f"get_encoder accepted {{bad}}")
         cseg = CompressedSegmentationEncoder("uint64", 2, [8, 8, 8])
         assert isinstance(cseg, ChunkEncoder) and not cseg.lossy
         return "ok"
@@ -87,3 +102,61 @@ def test_argparse_options_feed_get_encoder():
     parser = argparse.ArgumentParser()
     add_argparse_options(parser)
     assert not hasattr(parser.parse_args([]), "jpeg_quality")
+
+
+def test_get_encoder_blames_the_info_for_what_its_encoding_cannot_hold():
+    from napari_precomputed.chunk_encoding import (
+        IncompatibleEncoderError,
+        InvalidInfoError,
+        get_encoder,
+    )
+
+    cases = [({"data_type": "int64", "num_channels": 1}, {"encoding": "raw"}),
+             ({"data_type": "bool", "num_channels": 1}, {"encoding": "raw"}),
+             ({"data_type": "uint8", "num_channels": 0}, {"encoding": "raw"}),
+             ({"data_type": "uint8", "num_channels": None}, {"encoding": "raw"}),
+             ({"data_type": "uint8", "num_channels": "1"}, {"encoding": "raw"}),
+             ({"data_type": "uint16", "num_channels": 1}, {"encoding": "jpeg"}),
+             ({"data_type": "uint8", "num_channels": 1},
+              {"key": "s0", "encoding": "jpeg", "jpeg_quality": 101}),
+             ({"data_type": "uint8", "num_channels": 1},
+              {"key": "s0", "encoding": "png", "png_level": 12}),
+             ({"data_type": "uint8", "num_channels": 1},
+              {"key": "s0", "encoding": "png", "png_level": True})]
+    for info, scale in cases:
+        with pytest.raises(InvalidInfoError) as exc_info:
+            get_encoder(info, scale)
+        assert not isinstance(exc_info.value, (TypeError, ValueError))
+        assert f"scale {scale.get('key')!r}" in str(exc_info.value)
+    # The encoders themselves keep the reference's IncompatibleEncoderError.
+    from napari_precomputed.chunk_encoding import RawChunkEncoder
+
+    with pytest.raises(IncompatibleEncoderError):
+        RawChunkEncoder("int64", 1)
+
+
+def test_jpeg_quality_comes_from_options_then_the_scale_hint_then_95():
+    from napari_precomputed.chunk_encoding import JpegChunkEncoder, get_encoder
+
+    info = {"data_type": "uint8", "num_channels": 1}
+
+    def quality(scale, options=None):
+        return get_encoder(info, {"encoding": "jpeg", **scale}, options or {}).jpeg_quality
+
+    assert quality({}) == 95
+    assert quality({"jpeg_quality": 60}) == 60
+    assert quality({"jpeg_quality": 60}, {"jpeg_quality": 80}) == 80
+    # The format allows a hint of 0, which libjpeg treats as 1.
+    assert quality({"jpeg_quality": 0}) == 1
+    # Options are the caller's: out of range is a ValueError, not the info's fault.
+    for bad in (0, 101, 9.5, True):
+        with pytest.raises(ValueError):
+            quality({}, {"jpeg_quality": bad})
+        with pytest.raises(ValueError):
+            JpegChunkEncoder("uint8", 1, jpeg_quality=bad)
+    parser = argparse.ArgumentParser()
+    add_argparse_options(parser, allow_lossy=True)
+    assert quality({"jpeg_quality": 60}, vars(parser.parse_args([]))) == 60
+    for bad in ("0", "101", "high"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--jpeg-quality", bad])

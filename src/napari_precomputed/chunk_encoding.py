@@ -7,8 +7,10 @@ Chunks are 4-D NumPy arrays indexed (C, Z, Y, X), whose C-order memory is the
 Fortran (x, y, z, c) order in which the format stores voxels.
 """
 
+import argparse
 import io
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -56,9 +58,10 @@ def get_encoder(info, scale_info, encoder_options={}):
         precedence over the writer hints stored in ``scale_info``
     :returns: an instance of a chunk encoder
     :rtype: ChunkEncoder
-    :raises InvalidInfoError: if the provided info dict is invalid
-    :raises IncompatibleEncoderError: if the encoding cannot store the data
-        type or channel count of ``info``
+    :raises InvalidInfoError: if the provided info dict is invalid, including
+        an encoding that cannot store the data type or channel count of
+        ``info``, or a writer hint (``jpeg_quality``, ``png_level``) out of range
+    :raises ValueError: if an ``encoder_options`` value is out of range
     """
     # Every chunk codec allocates chunk-sized buffers; see allocator.py.
     tune_allocator()
@@ -68,16 +71,43 @@ def get_encoder(info, scale_info, encoder_options={}):
         encoding = scale_info["encoding"]
     except (KeyError, TypeError) as exc:
         raise InvalidInfoError(f"the info lacks a required member: {exc}") from exc
-    encoder_options = encoder_options or {}
+    where = f"scale {scale_info.get('key')!r}"
+    try:
+        return _encoder_for(data_type, num_channels, encoding, scale_info,
+                            encoder_options or {})
+    except IncompatibleEncoderError as exc:
+        # The reference raises InvalidInfoError here: the info asks for
+        # something its encoding cannot hold.
+        raise InvalidInfoError(f"{where}: {exc}") from exc
+    except _BadHint as exc:
+        raise InvalidInfoError(f"{where}: {exc}") from None
+    except InvalidInfoError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+
+
+class _BadHint(ValueError):
+    pass
+
+
+def _encoder_for(data_type, num_channels, encoding, scale_info, options):
     if encoding == "raw":
         return RawChunkEncoder(data_type, num_channels)
     if encoding == "jpeg":
-        quality = _option(encoder_options, "jpeg_quality", scale_info.get("jpeg_quality", 95))
-        plane = _option(encoder_options, "jpeg_plane", "xy")
+        quality = options.get("jpeg_quality")
+        if quality is None:
+            # libjpeg treats the format's quality 0 as 1.
+            quality = max(1, _hint(scale_info, "jpeg_quality", 95, range(0, 101)))
+        plane = options.get("jpeg_plane") or "xy"
         return JpegChunkEncoder(data_type, num_channels, jpeg_quality=quality,
                                 jpeg_plane=plane)
     if encoding == "png":
-        level = _option(encoder_options, "png_level", scale_info.get("png_level", 6))
+        if data_type == "uint16" and num_channels in (2, 3, 4):
+            raise UnsupportedEncodingError(
+                f"16-bit PNG with {num_channels} channels is valid, but cannot be read "
+                "here (Pillow reduces it to 8 bits)")
+        level = options.get("png_level")
+        if level is None:
+            level = _hint(scale_info, "png_level", 6, range(0, 10))
         return PngChunkEncoder(data_type, num_channels, png_level=level)
     if encoding == "compressed_segmentation":
         try:
@@ -93,9 +123,17 @@ def get_encoder(info, scale_info, encoder_options={}):
     raise InvalidInfoError(f"invalid encoding {encoding!r}")
 
 
-def _option(options, name, default):
-    value = options.get(name)
-    return default if value is None else value
+def _hint(scale_info, name, default, allowed):
+    """The scale's writer hint ``name``, else ``default``.
+
+    Extrinsic options are checked by the encoders and raise the caller's
+    ValueError; a bad hint is a fault of the info.
+    """
+    value = scale_info.get(name, default)
+    if type(value) is bool or not isinstance(value, numbers.Real) or value not in allowed:
+        raise _BadHint(f"{name} {value!r} is not an integer from {allowed.start} to "
+                       f"{allowed.stop - 1}")
+    return int(value)
 
 
 def add_argparse_options(parser, allow_lossy=False):
@@ -120,12 +158,25 @@ def add_argparse_options(parser, allow_lossy=False):
                        help="zlib compression level of PNG chunks (default: the "
                        "scale's png_level, else 6)")
     if allow_lossy:
-        group.add_argument("--jpeg-quality", type=int, default=95, metavar="Q",
+        group.add_argument("--jpeg-quality", type=_jpeg_quality, default=None,
+                           metavar="1-100",
                            help="JPEG quality, from 1 (smallest files) to 100; "
-                           "above 95 files grow fast for little gain (default: 95)")
+                           "above 95 files grow fast for little gain (default: the "
+                           "scale's jpeg_quality, else 95)")
         group.add_argument("--jpeg-plane", choices=("xy", "xz"), default="xy",
                            help="image plane in which JPEG compresses a chunk; its "
                            "artefacts appear in that plane (default: xy)")
+
+
+def _jpeg_quality(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"JPEG quality must be an integer from 1 to 100, "
+                                         f"not {text!r}")
+    return value
 
 
 def _check_chunk(chunk, num_channels, dtype):
@@ -170,8 +221,8 @@ class ChunkEncoder:
         if data_type not in DATA_TYPES:
             raise IncompatibleEncoderError(
                 f"{data_type!r} is not a precomputed data type ({', '.join(DATA_TYPES)})")
-        if type(num_channels) is bool or int(num_channels) != num_channels \
-                or num_channels < 1:
+        if type(num_channels) is bool or not isinstance(num_channels, numbers.Real) \
+                or int(num_channels) != num_channels or num_channels < 1:
             raise IncompatibleEncoderError(f"invalid number of channels {num_channels!r}")
         self.data_type = data_type
         self.num_channels = int(num_channels)
@@ -338,7 +389,11 @@ class _ImageChunkEncoder(ChunkEncoder):
             raise InvalidFormatError(
                 f"{what}: image mode {img.mode!r} does not hold {self.num_channels} "
                 f"channel(s) of {self.data_type}")
+        self._check_depth(buf, what)
         return img
+
+    def _check_depth(self, buf, what):
+        """Refuse samples of another bit depth than the data type's."""
 
     def _pixels_to_chunk(self, img, chunk_size):
         pixels = img if isinstance(img, np.ndarray) else np.asarray(img)
@@ -374,14 +429,13 @@ class JpegChunkEncoder(_ImageChunkEncoder):
             raise IncompatibleEncoderError(
                 "the jpeg encoding stores uint8 data with 1 or 3 channels, not "
                 f"{self.num_channels} channel(s) of {data_type}")
-        # The format allows 0 (libjpeg treats it as 1); we write with 1 to 100.
         if type(jpeg_quality) is bool or int(jpeg_quality) != jpeg_quality \
-                or not 0 <= jpeg_quality <= 100:
+                or not 1 <= jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must be an integer from 1 to 100, not "
                              f"{jpeg_quality!r}")
         if jpeg_plane not in ("xy", "xz"):
             raise ValueError(f"JPEG plane must be 'xy' or 'xz', not {jpeg_plane!r}")
-        self.jpeg_quality = max(1, int(jpeg_quality))
+        self.jpeg_quality = int(jpeg_quality)
         self.jpeg_plane = jpeg_plane
         self._modes = {"L": 1} if self.num_channels == 1 else {"RGB": 3}
 
@@ -469,6 +523,18 @@ class PngChunkEncoder(_ImageChunkEncoder):
     def decode(self, buf, chunk_size):
         img = self._open_image(buf, chunk_size)
         return self._pixels_to_chunk(img, chunk_size)
+
+    def _check_depth(self, buf, what):
+        # Pillow opens 16-bit RGB(A) as 8-bit RGB(A), keeping the high bytes,
+        # so the mode alone would let such a chunk pass for uint8 data. The
+        # bit depth is byte 24 of a PNG: after the signature and the IHDR
+        # chunk's length, type, width and height.
+        depth = bytes(buf[24:25])
+        expected = 8 * self.dtype.itemsize
+        if depth and depth[0] != expected:
+            raise InvalidFormatError(
+                f"{what}: the PNG has {depth[0]}-bit samples, expected {expected}-bit "
+                f"for {self.data_type}")
 
 
 class CompressedSegmentationEncoder(ChunkEncoder):

@@ -743,15 +743,23 @@ def decode(buf, chunk_size, num_channels, data_type, block_size, z_blocks=None):
         n_even = 0
         out_dtype = np.dtype(np.uint32)
 
-    out = np.empty((num_channels, Z, Y, X), dtype=out_dtype)
-    offsets = words[:num_channels].astype(np.int64)
-    for c in range(num_channels):
-        base = int(offsets[c])
+    offsets = words[:num_channels].astype(np.int64).tolist()
+    header_end = 2 * (first_block + grid.nblocks)
+    # Before the output is allocated: a few corrupt bytes must not make us
+    # allocate a huge chunk first.
+    for c, base in enumerate(offsets):
         if base < num_channels or base > nwords:
             raise InvalidFormatError(
                 f"channel {c}: data offset {base} lies outside words "
                 f"{num_channels}..{nwords} of the {nwords}-word buffer"
             )
+        if base + header_end > nwords:
+            raise InvalidFormatError(
+                f"channel {c}: header table of {first_block + grid.nblocks} blocks at word "
+                f"{base} does not fit in the {nwords}-word buffer"
+            )
+    out = np.empty((num_channels, Z, Y, X), dtype=out_dtype)
+    for c, base in enumerate(offsets):
         try:
             _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c,
                             out[c], first_block)
@@ -790,12 +798,7 @@ def _unpack(words_le, starts, bits, block_voxels):
 def _decode_channel(words, words_le, source, nwords, base, grid, wide, n_even, c, out,
                     first_block=0):
     nblocks, block_voxels = grid.nblocks, grid.block_voxels
-    header_start = base + 2 * first_block
-    if header_start + 2 * nblocks > nwords:
-        raise InvalidFormatError(
-            f"channel {c}: header table of {first_block + nblocks} blocks at word {base} "
-            f"does not fit in the {nwords}-word buffer"
-        )
+    header_start = base + 2 * first_block  # decode() checked that the header fits
     header = words[header_start : header_start + 2 * nblocks]
     head0 = header[0::2]
     bits = (head0 >> 24).astype(np.intp)

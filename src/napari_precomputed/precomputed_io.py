@@ -10,7 +10,12 @@ import json
 import numpy as np
 
 from .chunk_encoding import get_encoder
-from .errors import InvalidChunkCoordsError, InvalidFormatError, UnsupportedEncodingError
+from .errors import (
+    InvalidChunkCoordsError,
+    InvalidFormatError,
+    InvalidInfoError,
+    UnsupportedEncodingError,
+)
 from .info import chunk_name, chunk_shape, parse_info, validate_info
 
 __all__ = [
@@ -33,7 +38,10 @@ def get_IO_for_existing_dataset(accessor, encoder_options={}):
     describe = getattr(accessor, "describe", None)
     source = describe("info") if describe else "info"
     info = parse_info(accessor.fetch_file("info"), source=source)
-    return PrecomputedIO(info, accessor, encoder_options=encoder_options)
+    try:
+        return PrecomputedIO(info, accessor, encoder_options=encoder_options)
+    except InvalidInfoError as exc:
+        raise type(exc)(f"{source}: {exc}") from exc
 
 
 def get_IO_for_new_dataset(info, accessor, overwrite_info=False, encoder_options={}):
@@ -47,9 +55,7 @@ def get_IO_for_new_dataset(info, accessor, overwrite_info=False, encoder_options
     :raises DataAccessError: if the info file cannot be stored, or exists and
         ``overwrite_info`` is False
     :raises InvalidInfoError: if the info is not a valid precomputed volume
-        info
-    :raises IncompatibleEncoderError: if a scale's encoding cannot store the
-        data type or channel count
+        info, or a scale's encoding cannot store its data type or channel count
     """
     validate_info(info)
     if "@type" not in info:
@@ -80,7 +86,8 @@ class PrecomputedIO:
         dataset's files
     :param dict encoder_options: extrinsic encoder options (see
         :func:`~napari_precomputed.chunk_encoding.get_encoder`)
-    :raises InvalidInfoError: if a scale's encoding is unknown
+    :raises InvalidInfoError: if a scale's encoding is unknown or cannot store the
+        info's data type or channel count
     """
 
     def __init__(self, info, accessor, encoder_options={}):
@@ -144,15 +151,23 @@ class PrecomputedIO:
             dataset's info
         :rtype: bool
         """
+        return self._grid_coords(scale_key, chunk_coords) is not None
+
+    def _grid_coords(self, scale_key, chunk_coords):
+        """The coordinates as a tuple of ints if they are valid, else None.
+
+        Whole-number floats are valid coordinates, but a file name made from
+        them would read ``0.0-64.0``, which no reader looks for.
+        """
         scale_info = self._scales.get(scale_key)
         if scale_info is None:
-            return False
+            return None
         try:
-            coords = [int(c) for c in chunk_coords]
+            coords = tuple(int(c) for c in chunk_coords)
         except (TypeError, ValueError):
-            return False
+            return None
         if len(coords) != 6 or any(c != o for c, o in zip(coords, chunk_coords)):
-            return False
+            return None
         offset = scale_info.get("voxel_offset", (0, 0, 0))
         size = scale_info["size"]
         for chunk_size in scale_info["chunk_sizes"]:
@@ -162,16 +177,18 @@ class PrecomputedIO:
                 if (lo - o) % c or not o <= lo < o + s or hi != min(lo + c, o + s):
                     break
             else:
-                return True
-        return False
+                return coords
+        return None
 
     def _check_coords(self, scale_key, chunk_coords):
         if scale_key not in self._scales:
             raise KeyError(f"{scale_key!r} is not a scale of this dataset")
-        if not self.validate_chunk_coords(scale_key, chunk_coords):
+        coords = self._grid_coords(scale_key, chunk_coords)
+        if coords is None:
             raise InvalidChunkCoordsError(
                 f"chunk coordinates {tuple(chunk_coords)} do not match the chunk grid "
                 f"of scale {scale_key!r}")
+        return coords
 
     def read_chunk(self, scale_key, chunk_coords):
         """Read a chunk from the dataset.
@@ -191,7 +208,7 @@ class PrecomputedIO:
         :raises AssertionError: if the chunk coordinates are incompatible with
             the dataset's info
         """
-        self._check_coords(scale_key, chunk_coords)
+        chunk_coords = self._check_coords(scale_key, chunk_coords)
         buf = self.accessor.fetch_chunk(scale_key, chunk_coords)
         return self.decode_chunk(buf, scale_key, chunk_coords)
 
@@ -219,7 +236,7 @@ class PrecomputedIO:
         :raises DataAccessError: as :meth:`read_chunk`
         :raises InvalidFormatError: if the chunk cannot be decoded, naming it
         """
-        self._check_coords(scale_key, chunk_coords)
+        chunk_coords = self._check_coords(scale_key, chunk_coords)
         encoder = self._encoders[scale_key]
         size = chunk_shape(chunk_coords)
         byte_range = encoder.z_byte_range(size, z_start, z_stop)
@@ -255,6 +272,7 @@ class PrecomputedIO:
         :raises AssertionError: if the chunk coordinates are incompatible with
             the dataset's info, or the chunk's shape with its coordinates
         """
+        chunk_coords = self._check_coords(scale_key, chunk_coords)
         self.store_encoded_chunk(self.encode_chunk(chunk, scale_key, chunk_coords),
                                  scale_key, chunk_coords)
 
@@ -274,7 +292,7 @@ class PrecomputedIO:
         :raises AssertionError: if the chunk coordinates are incompatible with
             the dataset's info, or the chunk's shape with its coordinates
         """
-        self._check_coords(scale_key, chunk_coords)
+        chunk_coords = self._check_coords(scale_key, chunk_coords)
         chunk = np.asarray(chunk)
         x, y, z = chunk_shape(chunk_coords)
         expected = (self._info["num_channels"], z, y, x)
@@ -292,7 +310,10 @@ class PrecomputedIO:
         :param tuple chunk_coords: the chunk coordinates
             (xmin, xmax, ymin, ymax, zmin, zmax)
         :raises DataAccessError: if the chunk's file cannot be written
+        :raises AssertionError: if the chunk coordinates are incompatible with
+            the dataset's info
         """
+        chunk_coords = self._check_coords(scale_key, chunk_coords)
         self.accessor.store_chunk(buf, scale_key, chunk_coords,
                                   mime_type=self._encoders[scale_key].mime_type)
 
