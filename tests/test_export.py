@@ -104,9 +104,10 @@ def test_2d_layer_is_one_slice_and_4d_is_refused(tmp_path, ndim, expected_shape)
 def test_lossy_conversions_are_refused(tmp_path):
     data = np.array([[[-1, 2], [3, 4]]], dtype=np.int64)[None]
     info = make_info(data.shape, data.dtype, type_="segmentation")
-    with pytest.raises(ValueError, match="uint64 cannot hold"):
+    with pytest.raises(ValueError, match="values from -1 to 4, which uint64 cannot hold"):
         for _ in iter_export(data, str(tmp_path / "neg"), info):
             pass
+    assert not (tmp_path / "neg").exists()  # NumPy data is checked before writing
     ok = np.array([[[1, 2], [3, 2**40]]], dtype=np.int64)[None]
     for _ in iter_export(ok, str(tmp_path / "ok"), info):
         pass
@@ -360,3 +361,88 @@ def test_float64_image_is_exported_as_float32(tmp_path):
         for _ in iter_export(too_big, str(tmp_path / "big"), make_info(too_big.shape,
                                                                         too_big.dtype)):
             pass
+
+
+def test_writers_refusals_reach_the_caller(make_napari_viewer, tmp_path):
+    # napari drops a writer's ValueError as "not my file type": layer.save
+    # returned [] with no reason. Refusals must say why.
+    from napari_precomputed._writer import ExportRefusedError
+
+    viewer = make_napari_viewer()
+    stack = viewer.add_image(np.zeros((2, 3, 4, 5), np.uint8), name="stack")
+    with pytest.raises(ExportRefusedError, match="Split"):
+        stack.save(str(tmp_path / "stack"), plugin=PLUGIN)
+    labels = np.zeros((4, 8, 8), np.int64)
+    labels[0, 0, 0] = -1
+    seg = viewer.add_labels(labels, name="seg")
+    with pytest.raises(ExportRefusedError, match="from -1 to 0"):
+        seg.save(str(tmp_path / "seg"), plugin=PLUGIN)
+    flipped = viewer.add_image(np.zeros((4, 8, 8), np.uint8), scale=(1, -1, 1))
+    with pytest.raises(ExportRefusedError, match=r"scale \(1, -1, 1\) flips an axis"):
+        flipped.save(str(tmp_path / "flipped"), plugin=PLUGIN)
+    assert sorted(os.listdir(tmp_path)) == []  # nothing written, not even an info
+    rotated = viewer.add_image(np.zeros((4, 8, 8), np.uint8), rotate=30)
+    with pytest.warns(UserWarning, match="rotation is not exported"):
+        rotated.save(str(tmp_path / "rotated"), plugin=PLUGIN)
+
+
+def test_export_widget_failure_is_shown_in_the_panel(make_napari_viewer, qtbot, tmp_path):
+    # A failed export must be reported in the panel only: an exception raised
+    # again in the Qt event loop would abort a plain PyQt application (and
+    # fail this test).
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    labels = np.zeros((4, 8, 8), np.int64)
+    labels[1, 2, 3] = -7
+    viewer.add_labels(labels, name="seg")
+    widget = ExportWidget(viewer)
+    widget.output.value = str(tmp_path / "seg")
+    worker = widget.start_export()
+    _wait_for(qtbot, worker)
+    assert widget.status.value.startswith("Export failed: the data holds values from -7"), \
+        widget.status.value
+    assert not (tmp_path / "seg").exists()
+    assert widget.export_button.enabled and not widget.cancel_button.enabled
+
+
+def test_export_widget_gzip_and_16_bit_png(make_napari_viewer, tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 8, 8, 3), np.uint16), rgb=True, name="rgb16")
+    widget = ExportWidget(viewer)
+    widget.output.value = str(tmp_path / "out")
+    assert widget.encoding.value == "raw" and _shown(widget.gzip)
+    widget.gzip.value = True
+    assert "TensorStore does not read them" in widget.message.value
+    assert widget.export_button.enabled  # a note, not a problem
+    widget.encoding.value = "png"
+    assert not _shown(widget.gzip)  # PNG is compressed already
+    assert any("16-bit PNG with 3 channels" in p for p in widget.problems())
+    assert not widget.export_button.enabled
+
+
+def test_automatic_levels_end_at_one_chunk_with_an_offset(make_napari_viewer):
+    from napari_precomputed._widget import ExportWidget
+
+    # A 128^3 volume at offset 1: its coarser scales are a voxel larger than
+    # half (windows sit at absolute multiples of 2), so one more level is
+    # needed than without the offset.
+    info = make_info((1, 128, 128, 128), np.uint8, voxel_offset=(1, 1, 1))
+    assert [s["size"] for s in info["scales"]] == [[128] * 3, [65] * 3, [33] * 3]
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((128, 128, 128), np.uint8), translate=(1, 1, 1))
+    widget = ExportWidget(viewer)
+    assert widget.levels.native.itemText(0) == "automatic (3 scales, down to one chunk)"
+
+
+def test_export_widget_notes_a_rotation_it_leaves_out(make_napari_viewer, tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 8, 8), np.uint8), rotate=45)
+    widget = ExportWidget(viewer)
+    widget.output.value = str(tmp_path / "out")
+    assert "The layer's rotation is not exported" in widget.message.value
+    assert widget.export_button.enabled

@@ -67,16 +67,21 @@ def volume_for_layer(data, meta, layer_type):
     if spatial_ndim == 2:
         scale, translate, units = [1.0] + scale, [0.0] + translate, [units[0]] + units
     factors = [nm_per_unit(u) for u in units]
-    resolution_zyx = [abs(float(s)) * f for s, f in zip(scale, factors)]
-    if any(r <= 0 or not math.isfinite(r) for r in resolution_zyx):
-        raise ValueError(f"the layer's scale {tuple(scale)} is not a valid voxel size")
+    resolution_zyx = [float(s) * f for s, f in zip(scale, factors)]
+    if any(r < 0 for r in resolution_zyx):
+        # Exporting the voxels unflipped would move the data in the world.
+        raise ValueError(
+            f"the layer's scale {_numbers(scale)} flips an axis; precomputed voxel sizes "
+            "are positive. Flip the data instead (e.g. data[::-1]) and export that.")
+    if any(r == 0 or not math.isfinite(r) for r in resolution_zyx):
+        raise ValueError(f"the layer's scale {_numbers(scale)} is not a valid voxel size")
     offset_zyx = []
     for t, s in zip(translate, scale):
         voxels = float(t) / float(s)
         if not math.isclose(voxels, round(voxels), abs_tol=1e-6):
             raise ValueError(
-                f"the layer's translate {tuple(translate)} is not a whole number of "
-                f"voxels of size {tuple(scale)}; precomputed offsets are in whole voxels")
+                f"the layer's translate {_numbers(translate)} is not a whole number of "
+                f"voxels of size {_numbers(scale)}; precomputed offsets are in whole voxels")
         offset_zyx.append(int(round(voxels)))
     if rgb:
         channels_last = data if spatial_ndim == 3 else data[np.newaxis]
@@ -84,6 +89,34 @@ def volume_for_layer(data, meta, layer_type):
     else:
         volume = (data if spatial_ndim == 3 else data[np.newaxis])[np.newaxis]
     return volume, tuple(resolution_zyx[::-1]), tuple(offset_zyx[::-1])
+
+
+def _numbers(values):
+    """``(4, 4, 40)``, not ``(np.float64(4.0), ...)``."""
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
+def transforms_not_exported(meta):
+    """What of the layer's rotate, shear and affine an export leaves out, or "".
+
+    A precomputed volume places voxels with a size and an offset only.
+    """
+    dropped = []
+    rotate = meta.get("rotate")
+    if rotate is not None and not np.allclose(rotate, np.eye(np.shape(rotate)[0])):
+        dropped.append("rotation")
+    shear = meta.get("shear")
+    if shear is not None and np.size(shear) and not np.allclose(shear, 0):
+        dropped.append("shear")
+    affine = meta.get("affine")
+    if affine is not None:
+        matrix = getattr(affine, "affine_matrix", affine)
+        if not np.allclose(matrix, np.eye(np.shape(matrix)[0])):
+            dropped.append("affine transform")
+    if not dropped:
+        return ""
+    return (f"the layer's {' and '.join(dropped)} is not exported: precomputed volumes "
+            "place voxels by size and offset only")
 
 
 def _as_array(data):

@@ -66,8 +66,11 @@ def holds_dataset(path):
 
 
 def validate_options(volume_shape, encoding, chunk_size, path, overwrite, channels,
-                     jpeg_plane="xy"):
-    """Problems that would make the export fail, explained before it starts."""
+                     jpeg_plane="xy", data_type=None):
+    """Problems that would make the export fail, explained before it starts.
+
+    :param data_type: the precomputed data type the layer is stored as
+    """
     from .chunk_encoding import JPEG_MAX_SIDE
 
     problems = []
@@ -88,7 +91,24 @@ def validate_options(volume_shape, encoding, chunk_size, path, overwrite, channe
                 f"{JPEG_MAX_SIDE} pixels per side. Use smaller chunks.")
     if encoding == "png" and channels > 4:
         problems.append(f"PNG stores 1 to 4 channels, not {channels}.")
+    elif encoding == "png" and data_type == "uint16" and channels > 1:
+        problems.append(
+            f"16-bit PNG with {channels} channels cannot be read back (Pillow reduces "
+            "it to 8 bits); choose raw.")
     return problems
+
+
+def notes_for(encoding, gzip):
+    """What the user should know about choices that work."""
+    if gzip and encoding in GZIP_ENCODINGS:
+        return ["gzip: Neuroglancer reads .gz chunks only from a server that sends them "
+                "as gzip-encoded (e.g. nginx's gzip_static); TensorStore does not read "
+                "them and shows zeros."]
+    return []
+
+
+#: Encodings whose chunks gzip makes smaller (JPEG and PNG are compressed).
+GZIP_ENCODINGS = ("raw", "compressed_segmentation")
 
 
 class ExportWidget(Container):
@@ -132,7 +152,8 @@ class ExportWidget(Container):
                      self.export_button, self.cancel_button, self.open_button])
 
         self.layer.changed.connect(self._on_layer_changed)
-        for widget in (self.encoding, self.overwrite, self.chunk_size, self.jpeg_plane):
+        for widget in (self.encoding, self.overwrite, self.chunk_size, self.jpeg_plane,
+                       self.gzip):
             widget.changed.connect(self._update)
         self.output.changed.connect(self._on_output_changed)
         self.export_button.clicked.connect(self.start_export)
@@ -193,13 +214,19 @@ class ExportWidget(Container):
         encoding = self.encoding.value
         self.jpeg_quality.visible = self.jpeg_plane.visible = encoding == "jpeg"
         self.block_size.visible = encoding == "compressed_segmentation"
+        self.gzip.visible = encoding in GZIP_ENCODINGS
         volume = self._volume()
         problems = self._problems(volume)
         self._update_levels(volume)
         path = _path(self.output.value)
         notes = list(problems)
-        if not problems and self.overwrite.value and holds_dataset(path):
-            notes.append(f"Exporting will replace the dataset in {path}.")
+        if not problems:
+            if self.overwrite.value and holds_dataset(path):
+                notes.append(f"Exporting will replace the dataset in {path}.")
+            notes += notes_for(encoding, self.gzip.value)
+            dropped = self._dropped_transforms()
+            if dropped:
+                notes.append(dropped[0].upper() + dropped[1:] + ".")
         self.message.value = "\n".join(notes)
         busy = self._worker is not None
         self.export_button.enabled = not problems and not busy
@@ -212,10 +239,11 @@ class ExportWidget(Container):
         if isinstance(volume, str):
             automatic, most = None, 1
         else:
-            array, resolution = volume
+            array, resolution, offset = volume
             size, chunk = array.shape[:0:-1], self.chunk_size.value
-            automatic = 1 + len(pyramid_factors(resolution, size, chunk))
-            most = 1 + len(pyramid_factors(resolution, size, chunk, levels=_MOST_LEVELS))
+            automatic = 1 + len(pyramid_factors(resolution, size, chunk, voxel_offset=offset))
+            most = 1 + len(pyramid_factors(resolution, size, chunk, levels=_MOST_LEVELS,
+                                           voxel_offset=offset))
         label = "automatic" if automatic is None else (
             f"automatic ({automatic} scale{'s' if automatic > 1 else ''}, down to one chunk)")
         choices = [(label, None)] + [(str(n), n) for n in range(1, most + 1)]
@@ -228,7 +256,8 @@ class ExportWidget(Container):
         self.levels.value = keep if keep is None or keep <= most else most
 
     def _volume(self):
-        """The layer's (C, Z, Y, X) volume and (x, y, z) resolution, or why there is none."""
+        """The layer's (C, Z, Y, X) volume, (x, y, z) resolution and voxel
+        offset, or why there is none."""
         layer = self.layer.value
         if layer is None:
             return "no layer"
@@ -236,10 +265,15 @@ class ExportWidget(Container):
 
         data, meta = _data_and_meta(layer)
         try:
-            array, resolution, _ = volume_for_layer(data, meta, _layer_type(layer))
+            return volume_for_layer(data, meta, _layer_type(layer))
         except ValueError as exc:
             return str(exc)
-        return array, resolution
+
+    def _dropped_transforms(self):
+        from ._layer_export import transforms_not_exported
+
+        layer = self.layer.value
+        return transforms_not_exported(_data_and_meta(layer)[1]) if layer is not None else ""
 
     def problems(self):
         """Why the current choices cannot be exported (empty when they can)."""
@@ -253,10 +287,14 @@ class ExportWidget(Container):
             return [f"No encoding can store {_layer_dtype(layer)} data."]
         if isinstance(volume, str):
             return [volume]
+        from .export import export_dtype
+
         array = volume[0]
+        type_ = "segmentation" if _layer_type(layer) == "labels" else "image"
         return validate_options(array.shape, self.encoding.value, self.chunk_size.value,
                                 _path(self.output.value), self.overwrite.value,
-                                array.shape[0], self.jpeg_plane.value)
+                                array.shape[0], self.jpeg_plane.value,
+                                export_dtype(array.dtype, type_, self.encoding.value))
 
     # running ---------------------------------------------------------------
 
@@ -286,15 +324,19 @@ class ExportWidget(Container):
         # Cancelling sets this event: the export stops inside its dask graph
         # and the worker then returns normally, nothing left running.
         self._cancel = threading.Event()
+        gzip = self.gzip.value and self.encoding.value in GZIP_ENCODINGS
         steps = iter_export(volume, path, info, method=self.method.value,
-                            overwrite=self.overwrite.value, gzip=self.gzip.value,
+                            overwrite=self.overwrite.value, gzip=gzip,
                             encoder_options={"jpeg_quality": self.jpeg_quality.value,
                                              "jpeg_plane": self.jpeg_plane.value},
                             cancel=self._cancel)
-        worker = create_worker(lambda: (yield from steps), _start_thread=False)
+        # _ignore_errors: errors are shown in the panel by _on_error; without
+        # it they would also be raised again in the Qt event loop.
+        worker = create_worker(lambda: (yield from steps), _start_thread=False,
+                               _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda _: self._on_returned(path))
-        worker.errored.connect(self._on_error)
+        worker.errored.connect(lambda exc: self._on_error(exc, path))
         worker.finished.connect(self._on_worker_done)
         self._worker = worker
         self._steps = (0, 0)
@@ -335,8 +377,12 @@ class ExportWidget(Container):
         self.status.value = f"Exported to {path}"
         self.open_button.visible = True
 
-    def _on_error(self, exc):
-        self.status.value = f"Export failed: {exc}"
+    def _on_error(self, exc, path):
+        status = f"Export failed: {exc}"
+        if holds_dataset(path):
+            status += (f"\nWhat was written to {path} is complete chunk files; tick "
+                       "'overwrite' to export there again.")
+        self.status.value = status
 
     def _on_worker_done(self):
         self._worker = None

@@ -9,15 +9,31 @@ option.
 """
 
 import os
+import warnings
+
+
+class ExportRefusedError(Exception):
+    """The layer cannot be written as a precomputed dataset; the message says why.
+
+    Deliberately not a ValueError: napari reads a writer's ValueError as "this
+    writer does not apply" and drops its message, so ``layer.save(...)``
+    returned an empty list with no reason given.
+    """
 
 
 def _write(path, data, meta, layer_type):
-    from ._layer_export import info_for_layer
+    from ._layer_export import info_for_layer, transforms_not_exported
     from .export import export
 
     path = os.fspath(path)
-    volume, info = info_for_layer(data, meta, layer_type)
-    export(volume, path, info, overwrite=False)
+    try:
+        volume, info = info_for_layer(data, meta, layer_type)
+        dropped = transforms_not_exported(meta)
+        if dropped:
+            warnings.warn(f"{path}: {dropped}", stacklevel=2)
+        export(volume, path, info, overwrite=False)
+    except ValueError as exc:
+        raise ExportRefusedError(f"cannot write {path}: {exc}") from exc
     return [path]
 
 

@@ -80,8 +80,13 @@ def checked_cast(block, dtype):
     if block.dtype.kind in "iub" and dtype.kind in "iu":
         # A round trip would not notice wrapping (-1 -> 2**64 - 1 -> -1).
         limits = np.iinfo(dtype)
-        same = block.size == 0 or (limits.min <= block.min() and block.max() <= limits.max)
-        out = block.astype(dtype)
+        low, high = (block.min(), block.max()) if block.size else (0, 0)
+        if not limits.min <= low <= high <= limits.max:
+            raise ValueError(
+                f"the data holds values from {low} to {high}, which {dtype.name} cannot "
+                f"hold (it stores {limits.min} to {limits.max}); convert the layer first, "
+                "e.g. relabel it")
+        return block.astype(dtype)
     elif block.dtype.kind == "f" and dtype.kind == "f":
         # float64 -> float32 rounds (what users expect of a float32 export),
         # but a finite value must not become infinite.
@@ -95,8 +100,7 @@ def checked_cast(block, dtype):
     if not same:
         raise ValueError(
             f"the data has values that {dtype.name} cannot hold exactly "
-            f"(converting from {block.dtype.name}); choose another encoding or convert "
-            "the layer first")
+            f"(converting from {block.dtype.name}); convert the layer first")
     return out
 
 
@@ -283,7 +287,7 @@ def _write_in_memory(data, io, info, method, pool, on_chunk, cancel):
     """Write a NumPy (C, Z, Y, X) array and its pyramid, scale by scale."""
     from .volume import write_region
 
-    level = checked_cast(data, np.dtype(info["data_type"]))
+    level = data  # already of the info's data type
     previous = None
     for scale in info["scales"]:
         if previous is not None:
@@ -354,7 +358,8 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     :yields: ``(chunks_done, chunks_total)``; closing the generator stops
         the export too
     :raises DataAccessError: if the destination cannot be written
-    :raises ValueError: if a value cannot be stored in the data type
+    :raises ValueError: if a value cannot be stored in the data type; for a
+        NumPy array, before anything is written
     """
 
     method = method or ("mode" if info["type"] == "segmentation" else "mean")
@@ -362,8 +367,13 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     # and its chunks written by threads, without dask's cost per task (the
     # export of 256 raw chunks took 5x as long as writing them).
     in_memory = isinstance(data, np.ndarray) and scheduler == "threads"
-    if in_memory and data.ndim != 4:
-        raise ValueError(f"data must be (C, Z, Y, X), got {data.ndim} dimensions")
+    if in_memory:
+        if data.ndim != 4:
+            raise ValueError(f"data must be (C, Z, Y, X), got {data.ndim} dimensions")
+        # Before anything is written: a refused export must not leave an
+        # info behind. (A dask array is checked block by block as it is
+        # written; reading it twice to check first would double the export.)
+        data = checked_cast(data, np.dtype(info["data_type"]))
     io = _prepare(url, info, overwrite, gzip, encoder_options)
     arrays = None
     if not in_memory:

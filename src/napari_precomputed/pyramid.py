@@ -8,7 +8,7 @@ catch up, so that coarser scales approach isotropic voxels.
 __all__ = ["pyramid_factors", "pyramid_scales", "scale_key_for_resolution"]
 
 
-def pyramid_factors(resolution, size, chunk_size, levels=None):
+def pyramid_factors(resolution, size, chunk_size, levels=None, voxel_offset=(0, 0, 0)):
     """Per-level (x, y, z) factors relative to the previous level.
 
     :param resolution: (x, y, z) voxel size of the finest scale
@@ -17,10 +17,14 @@ def pyramid_factors(resolution, size, chunk_size, levels=None):
         until the coarsest fits in one chunk
     :param levels: total number of scales wanted (including the finest), or
         None for automatic
+    :param voxel_offset: (x, y, z) offset of the finest scale: windows sit at
+        absolute multiples of the factor, so an offset can add a voxel to a
+        coarser scale (see :func:`pyramid_scales`)
     :returns: list of (fx, fy, fz), one per coarser level
     """
     resolution = [float(r) for r in resolution]
     size = [int(s) for s in size]
+    offset = [int(o) for o in voxel_offset]
     out = []
     while levels is None or len(out) + 1 < levels:
         if levels is None and all(s <= c for s, c in zip(size, chunk_size)):
@@ -34,7 +38,8 @@ def pyramid_factors(resolution, size, chunk_size, levels=None):
                         for r, s in zip(resolution, size))
         out.append(factors)
         resolution = [r * f for r, f in zip(resolution, factors)]
-        size = [-(-s // f) for s, f in zip(size, factors)]
+        size = [-(-(o + s) // f) - o // f for o, s, f in zip(offset, size, factors)]
+        offset = [o // f for o, f in zip(offset, factors)]
     return out
 
 
@@ -56,7 +61,8 @@ def pyramid_scales(scale0, levels=None):
     chunk = scale0["chunk_sizes"][0]
     scales = [scale0]
     current = dict(scale0)
-    for factors in pyramid_factors(scale0["resolution"], scale0["size"], chunk, levels):
+    for factors in pyramid_factors(scale0["resolution"], scale0["size"], chunk, levels,
+                                   scale0.get("voxel_offset", (0, 0, 0))):
         resolution = [r * f for r, f in zip(current["resolution"], factors)]
         old_offset = [int(o) for o in current.get("voxel_offset", [0, 0, 0])]
         offset = [o // f for o, f in zip(old_offset, factors)]
