@@ -446,3 +446,39 @@ def test_export_widget_notes_a_rotation_it_leaves_out(make_napari_viewer, tmp_pa
     widget.output.value = str(tmp_path / "out")
     assert "The layer's rotation is not exported" in widget.message.value
     assert widget.export_button.enabled
+
+
+def test_export_runs_on_a_dask_distributed_cluster(tmp_path):
+    # Worker processes: the targets are pickled, so progress and cancel are
+    # counted and sent from this process.
+    import threading
+
+    da = pytest.importorskip("dask.array")
+    distributed = pytest.importorskip("distributed")
+
+    volume = label_volume((1, 40, 100, 90), "uint32")
+    data = da.from_array(volume, chunks=(1, 20, 50, 45))
+    info = make_info(volume.shape, volume.dtype, type_="segmentation", chunk_size=(32, 32, 16))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        steps = list(iter_export(data, str(tmp_path / "cluster"), info, scheduler=client.get))
+        cancel = threading.Event()
+        for done, total in iter_export(data, str(tmp_path / "cancelled"), info,
+                                       scheduler=client, cancel=cancel):
+            if done >= 3:
+                cancel.set()
+    assert steps[-1] == (steps[-1][1], steps[-1][1]) and len(steps) == steps[-1][1] + 1
+    for _ in iter_export(volume, str(tmp_path / "threads"), info):
+        pass
+    got, expected = read_scales(tmp_path / "cluster")[1], read_scales(tmp_path / "threads")[1]
+    assert len(got) == len(info["scales"]) > 1
+    for level, reference in zip(got, expected):
+        np.testing.assert_array_equal(level, reference)
+    assert 3 <= done < total
+    io = get_IO_for_existing_dataset(get_accessor_for_url(str(tmp_path / "cancelled")))
+    written = [p for p in (tmp_path / "cancelled").rglob("*") if p.is_file() and p.name != "info"]
+    assert 0 < len(written) < total
+    for path in written:
+        coords = [v for part in path.name.split("_") for v in _split_range(part)]
+        io.read_chunk(path.parent.name, coords)

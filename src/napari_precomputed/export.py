@@ -180,6 +180,11 @@ class ScaleTarget:
         return state
 
     def __setitem__(self, index, block):
+        self.write_block(index, block)
+
+    def write_block(self, index, block):
+        """Write the chunks of ``block`` at ``index`` (slices of the scale's
+        (C, Z, Y, X) array); returns how many there were."""
         if self.cancel is not None and self.cancel.is_set():
             raise ExportCancelled("export cancelled")
         _, zs, ys, xs = index
@@ -187,7 +192,8 @@ class ScaleTarget:
         hi = (self.offset[0] + xs.stop, self.offset[1] + ys.stop, self.offset[2] + zs.stop)
         block = checked_cast(np.asarray(block), self.dtype)
         scale = self.io.scale_info(self.scale_key)
-        for n, (x0, x1, y0, y1, z0, z1) in enumerate(chunk_coords_in_box(scale, lo, hi)):
+        coords_list = chunk_coords_in_box(scale, lo, hi)
+        for n, (x0, x1, y0, y1, z0, z1) in enumerate(coords_list):
             if n and self.cancel is not None and self.cancel.is_set():
                 raise ExportCancelled("export cancelled")
             self.io.write_chunk(block[:, z0 - lo[2]:z1 - lo[2], y0 - lo[1]:y1 - lo[1],
@@ -195,12 +201,45 @@ class ScaleTarget:
                                 self.scale_key, (x0, x1, y0, y1, z0, z1))
             if self.counter is not None:
                 self.counter()
+        return len(coords_list)
 
 
 def _store_block(block, target, block_info=None):
+    """Store a block; returns how many chunks it held, for progress counted
+    where the export was started (see :func:`_run_on_cluster`)."""
     location = block_info[0]["array-location"]
-    target[tuple(slice(start, stop) for start, stop in location)] = block
-    return np.zeros((1, 1, 1, 1), dtype=np.int8)
+    chunks = target.write_block(tuple(slice(start, stop) for start, stop in location), block)
+    return np.full((1, 1, 1, 1), chunks, dtype=np.int32)
+
+
+def _distributed_client(scheduler):
+    """The dask.distributed Client behind ``scheduler`` (a Client or its
+    ``get``), else None; distributed is not imported unless it is in use."""
+    client = getattr(scheduler, "__self__", scheduler)
+    if type(client).__module__.split(".")[0] == "distributed" and hasattr(client, "compute"):
+        return client
+    return None
+
+
+def _run_on_cluster(client, writes, on_chunks, stop):
+    """Compute the write tasks on a dask.distributed cluster, block by block.
+
+    The targets' progress counters and cancel events cannot reach other
+    processes, so progress is counted here as blocks finish, and cancelling
+    cancels the blocks not yet written (those being written finish: their
+    chunk files stay complete).
+    """
+    from distributed import as_completed
+
+    blocks = [task for write in writes for task in write.to_delayed().ravel()]
+    futures = client.compute(blocks)
+    try:
+        for future in as_completed(futures):
+            if stop.is_set():
+                raise ExportCancelled("export cancelled")
+            on_chunks(int(future.result().ravel()[0]))
+    finally:
+        client.cancel(futures)
 
 
 class _AnyEvent:
@@ -350,7 +389,8 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
         is written
     :param bool gzip: write ``.gz`` chunk files (see FileAccessor)
     :param dict encoder_options: e.g. ``jpeg_quality``, ``jpeg_plane``
-    :param scheduler: a dask scheduler name or client-provided ``get``
+    :param scheduler: a dask scheduler name, or a dask.distributed ``Client``
+        (or its ``get``): progress and cancelling then work across its workers
     :param num_workers: threads for the threaded scheduler
     :param cancel: optional :class:`threading.Event`; setting it (from any
         thread) stops the export after the chunks being written, and the
@@ -383,7 +423,11 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     progress = queue.SimpleQueue()
     closed = threading.Event()
     stop = _AnyEvent(closed, cancel)
-    targets = [ScaleTarget(io, scale["key"], counter=lambda: progress.put(1), cancel=stop)
+    client = None if in_memory else _distributed_client(scheduler)
+    # On a cluster, progress is counted as blocks come back (a counter in the
+    # targets could fire as well with workers in this process).
+    counter = None if client is not None else (lambda: progress.put(1))
+    targets = [ScaleTarget(io, scale["key"], counter=counter, cancel=stop)
                for scale in info["scales"]]
     outcome = {}
 
@@ -406,10 +450,14 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
             # chunk in a sub-graph that dask orders again (0.4 ms a chunk).
             import dask
 
-            writes = [array.map_blocks(_store_block, target, dtype=np.int8,
+            writes = [array.map_blocks(_store_block, target, dtype=np.int32,
                                        chunks=tuple((1,) * len(c) for c in array.chunks))
                       for array, target in zip(arrays, targets)]
-            dask.compute(*writes, **kwargs)
+            if client is not None:
+                _run_on_cluster(client, writes,
+                                lambda n: [progress.put(1) for _ in range(n)], stop)
+            else:
+                dask.compute(*writes, **kwargs)
         except BaseException as exc:  # handed to the generator's thread
             outcome["error"] = exc
         finally:
