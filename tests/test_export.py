@@ -198,9 +198,15 @@ def _shown(widget):
     return not widget.native.isHidden()
 
 
-def _wait_for(qtbot, worker, timeout=60_000):
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
+def _wait_for(qtbot, widget, worker, timeout=60_000):
+    """Wait until the panel has handled the end of ``worker``'s export.
+
+    Not ``waitSignal(worker.finished)``: connected after the worker started,
+    it misses an export that ends at once (a refusal), since a queued signal
+    reaches only the slots connected when it was emitted.
+    """
+    assert worker is not None, widget.status.value
+    qtbot.waitUntil(lambda: not widget.cancel_button.enabled, timeout=timeout)
 
 
 def test_export_widget(make_napari_viewer, qtbot, tmp_path):
@@ -220,7 +226,7 @@ def test_export_widget(make_napari_viewer, qtbot, tmp_path):
     widget.block_size.value = (4, 4, 4)
     widget.chunk_size.value = (16, 16, 8)
     worker = widget.start_export()
-    _wait_for(qtbot, worker)
+    _wait_for(qtbot, widget, worker)
     assert widget.status.value.startswith("Exported to")
     assert widget.progress.value == widget.progress.max
     info, levels = read_scales(tmp_path / "seg")
@@ -262,7 +268,7 @@ def test_export_widget_pyramid_levels_say_what_automatic_makes(make_napari_viewe
 
     widget.levels.value = 2
     widget.output.value = str(tmp_path / "seg")
-    _wait_for(qtbot, widget.start_export())
+    _wait_for(qtbot, widget, widget.start_export())
     info, _ = read_scales(tmp_path / "seg")
     assert [s["size"] for s in info["scales"]] == [[50, 40, 12], [25, 20, 12]]
 
@@ -282,7 +288,7 @@ def test_export_widget_jpeg_options_and_cancel(make_napari_viewer, qtbot, tmp_pa
     worker = widget.start_export()
     qtbot.waitUntil(lambda: widget.progress.value >= 3, timeout=30_000)
     widget.cancel_export()
-    _wait_for(qtbot, worker)
+    _wait_for(qtbot, widget, worker)
     assert widget.status.value.startswith("Export cancelled")
     io = get_IO_for_existing_dataset(get_accessor_for_url(str(tmp_path / "em")))
     files = [p for p in (tmp_path / "em").rglob("*") if p.is_file() and p.name != "info"]
@@ -399,7 +405,7 @@ def test_export_widget_failure_is_shown_in_the_panel(make_napari_viewer, qtbot, 
     widget = ExportWidget(viewer)
     widget.output.value = str(tmp_path / "seg")
     worker = widget.start_export()
-    _wait_for(qtbot, worker)
+    _wait_for(qtbot, widget, worker)
     assert widget.status.value.startswith("Export failed: the data holds values from -7"), \
         widget.status.value
     assert not (tmp_path / "seg").exists()
@@ -446,6 +452,11 @@ def test_export_widget_notes_a_rotation_it_leaves_out(make_napari_viewer, tmp_pa
     widget.output.value = str(tmp_path / "out")
     assert "The layer's rotation is not exported" in widget.message.value
     assert widget.export_button.enabled
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    widget.output.value = str(tmp_path / "other")
+    widget.output.value = str(tmp_path / "out")
+    assert "is not empty: the dataset's files will be added" in widget.message.value
 
 
 def test_export_runs_on_a_dask_distributed_cluster(tmp_path):

@@ -223,6 +223,9 @@ class ExportWidget(Container):
         if not problems:
             if self.overwrite.value and holds_dataset(path):
                 notes.append(f"Exporting will replace the dataset in {path}.")
+            elif _has_entries(path) and not holds_dataset(path):
+                notes.append(f"{path} is not empty: the dataset's files will be added "
+                             "to what is there.")
             notes += notes_for(encoding, self.gzip.value)
             dropped = self._dropped_transforms()
             if dropped:
@@ -403,6 +406,14 @@ def _layer_dtype(layer):
 def _data_and_meta(layer):
     data, meta, _ = layer.as_layer_data_tuple()
     return data, meta
+
+
+def _has_entries(path):
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is not None
+    except OSError:  # missing, or not a folder
+        return False
 
 
 def _path(value):
