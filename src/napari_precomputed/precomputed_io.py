@@ -272,7 +272,6 @@ class PrecomputedIO:
         :raises AssertionError: if the chunk coordinates are incompatible with
             the dataset's info, or the chunk's shape with its coordinates
         """
-        chunk_coords = self._check_coords(scale_key, chunk_coords)
         self.store_encoded_chunk(self.encode_chunk(chunk, scale_key, chunk_coords),
                                  scale_key, chunk_coords)
 
