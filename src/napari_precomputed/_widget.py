@@ -227,7 +227,7 @@ class ExportWidget(Container):
                 notes.append(f"{path} is not empty: the dataset's files will be added "
                              "to what is there.")
             notes += notes_for(encoding, self.gzip.value)
-            dropped = self._dropped_transforms()
+            dropped = volume[3]
             if dropped:
                 notes.append(dropped[0].upper() + dropped[1:] + ".")
         self.message.value = "\n".join(notes)
@@ -242,7 +242,7 @@ class ExportWidget(Container):
         if isinstance(volume, str):
             automatic, most = None, 1
         else:
-            array, resolution, offset = volume
+            array, resolution, offset, _ = volume
             size, chunk = array.shape[:0:-1], self.chunk_size.value
             automatic = 1 + len(pyramid_factors(resolution, size, chunk, voxel_offset=offset))
             most = 1 + len(pyramid_factors(resolution, size, chunk, levels=_MOST_LEVELS,
@@ -259,24 +259,19 @@ class ExportWidget(Container):
         self.levels.value = keep if keep is None or keep <= most else most
 
     def _volume(self):
-        """The layer's (C, Z, Y, X) volume, (x, y, z) resolution and voxel
-        offset, or why there is none."""
+        """The layer's (C, Z, Y, X) volume, (x, y, z) resolution, voxel offset
+        and what of its transform is not exported, or why there is no volume."""
         layer = self.layer.value
         if layer is None:
             return "no layer"
-        from ._layer_export import volume_for_layer
+        from ._layer_export import transforms_not_exported, volume_for_layer
 
         data, meta = _data_and_meta(layer)
         try:
-            return volume_for_layer(data, meta, _layer_type(layer))
+            array, resolution, offset = volume_for_layer(data, meta, _layer_type(layer))
         except ValueError as exc:
             return str(exc)
-
-    def _dropped_transforms(self):
-        from ._layer_export import transforms_not_exported
-
-        layer = self.layer.value
-        return transforms_not_exported(_data_and_meta(layer)[1]) if layer is not None else ""
+        return array, resolution, offset, transforms_not_exported(meta)
 
     def problems(self):
         """Why the current choices cannot be exported (empty when they can)."""
