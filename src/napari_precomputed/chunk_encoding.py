@@ -79,14 +79,8 @@ def get_encoder(info, scale_info, encoder_options={}):
         # The reference raises InvalidInfoError here: the info asks for
         # something its encoding cannot hold.
         raise InvalidInfoError(f"{where}: {exc}") from exc
-    except _BadHint as exc:
-        raise InvalidInfoError(f"{where}: {exc}") from None
     except InvalidInfoError as exc:
         raise type(exc)(f"{where}: {exc}") from None
-
-
-class _BadHint(ValueError):
-    pass
 
 
 def _encoder_for(data_type, num_channels, encoding, scale_info, options):
@@ -131,8 +125,8 @@ def _hint(scale_info, name, default, allowed):
     """
     value = scale_info.get(name, default)
     if type(value) is bool or not isinstance(value, numbers.Real) or value not in allowed:
-        raise _BadHint(f"{name} {value!r} is not an integer from {allowed.start} to "
-                       f"{allowed.stop - 1}")
+        raise InvalidInfoError(f"{name} {value!r} is not an integer from {allowed.start} "
+                               f"to {allowed.stop - 1}")
     return int(value)
 
 
