@@ -38,9 +38,17 @@ def pyramid_factors(resolution, size, chunk_size, levels=None, voxel_offset=(0, 
                         for r, s in zip(resolution, size))
         out.append(factors)
         resolution = [r * f for r, f in zip(resolution, factors)]
-        size = [-(-(o + s) // f) - o // f for o, s, f in zip(offset, size, factors)]
-        offset = [o // f for o, f in zip(offset, factors)]
+        offset, size = coarser_extent(offset, size, factors)
     return out
+
+
+def coarser_extent(voxel_offset, size, factors):
+    """``(voxel_offset, size)`` of the next scale: windows sit at absolute
+    multiples of the factor, so coarse voxel ``v`` covers fine voxels
+    ``v*f .. v*f + f - 1``."""
+    offset = [int(o) for o in voxel_offset]
+    return ([o // f for o, f in zip(offset, factors)],
+            [-(-(o + int(s)) // f) - o // f for o, s, f in zip(offset, size, factors)])
 
 
 def scale_key_for_resolution(resolution):
@@ -64,10 +72,8 @@ def pyramid_scales(scale0, levels=None):
     for factors in pyramid_factors(scale0["resolution"], scale0["size"], chunk, levels,
                                    scale0.get("voxel_offset", (0, 0, 0))):
         resolution = [r * f for r, f in zip(current["resolution"], factors)]
-        old_offset = [int(o) for o in current.get("voxel_offset", [0, 0, 0])]
-        offset = [o // f for o, f in zip(old_offset, factors)]
-        size = [-(-(o + int(s)) // f) - o // f
-                for o, s, f in zip(old_offset, current["size"], factors)]
+        offset, size = coarser_extent(current.get("voxel_offset", [0, 0, 0]),
+                                      current["size"], factors)
         current = dict(current, key=scale_key_for_resolution(resolution), size=size,
                        voxel_offset=offset, resolution=resolution,
                        chunk_sizes=[[min(int(c), s) for c, s in zip(chunk, size)]])
