@@ -1,5 +1,8 @@
 """The chunk grid and file names of the format digest, and info parsing."""
 
+import json
+
+import numpy as np
 import pytest
 
 from napari_precomputed.errors import InvalidInfoError
@@ -27,8 +30,6 @@ def test_worked_example_grid_and_names():
 
 
 def test_worked_example_border_chunk_file_is_stored_clipped(tmp_path):
-    import numpy as np
-
     from napari_precomputed.accessor import get_accessor_for_url
     from napari_precomputed.precomputed_io import get_IO_for_new_dataset
 
@@ -53,6 +54,13 @@ def test_chunks_in_box_touch_exactly_the_intersecting_cells():
     assert chunk_coords_in_box(EXAMPLE_SCALE, (0, 0, 0), (100, 10, 10)) == []
 
 
+def test_boxes_past_the_clipped_end_or_empty_touch_no_chunk():
+    # The last z chunk spans 128-130; 131-140 lies in its unclipped extent only.
+    assert chunk_coords_in_box(EXAMPLE_SCALE, (100, -20, 131), (200, 0, 140)) == []
+    assert chunk_coords_in_box(EXAMPLE_SCALE, (1100, -20, 0), (1120, 0, 10)) == []
+    assert chunk_coords_in_box(EXAMPLE_SCALE, (100, -20, 5), (200, 0, 5)) == []
+
+
 @pytest.mark.parametrize("key, expected", [
     ("8_8_8", "8_8_8"), ("./8_8_8/", "8_8_8"), ("a//b", "a/b"), ("a/../b", "b"),
 ])
@@ -74,6 +82,52 @@ def test_integral_floats_are_accepted_and_fractions_rejected():
     info["scales"][0]["size"] = [1000.5, 600, 130]
     with pytest.raises(InvalidInfoError, match="size"):
         validate_info(info)
+
+
+def test_integral_floats_become_ints_in_the_io(tmp_path):
+    from napari_precomputed.accessor import get_accessor_for_url
+    from napari_precomputed.precomputed_io import (
+        get_IO_for_existing_dataset,
+        get_IO_for_new_dataset,
+    )
+    from napari_precomputed.volume import read_region, write_region
+
+    scale = dict(EXAMPLE_SCALE, size=[30.0, 20, 10], voxel_offset=[1.0, 0, -2.0],
+                 chunk_sizes=[[16.0, 16, 16]])
+    info = {"type": "image", "data_type": "uint8", "num_channels": 2.0, "scales": [scale]}
+    io = get_IO_for_new_dataset(info, get_accessor_for_url(str(tmp_path)))
+    assert io.info["num_channels"] == 2 and type(io.info["num_channels"]) is int
+    assert info["num_channels"] == 2.0, "the caller's info is left as it was"
+    assert '"num_channels": 2,' in (tmp_path / "info").read_text()
+    volume = np.arange(2 * 10 * 20 * 30, dtype=np.uint8).reshape(2, 10, 20, 30)
+    write_region(io, "s", volume)
+    # An info written by another tool with floats reads the same.
+    (tmp_path / "info").write_text(json.dumps(info))
+    io = get_IO_for_existing_dataset(get_accessor_for_url(str(tmp_path)))
+    np.testing.assert_array_equal(read_region(io, "s", (1, 0, -2), (31, 20, 8)), volume)
+
+
+@pytest.mark.parametrize("channels", [1e308, 2**63, 2**40])
+def test_chunks_beyond_64_bit_byte_counts_are_rejected(channels):
+    info = {"type": "image", "data_type": "uint64", "num_channels": channels,
+            "scales": [dict(EXAMPLE_SCALE, chunk_sizes=[[1024, 1024, 1024]])]}
+    with pytest.raises(InvalidInfoError, match=r"chunk_sizes.*64-bit"):
+        validate_info(info)
+
+
+@pytest.mark.parametrize("offset, size", [
+    ((2**62 - 2, 0, 0), (2, 1, 1)), ((-(2**62 - 1), 0, 0), (1, 1, 1)),
+])
+def test_new_datasets_stay_in_the_range_tensorstore_opens(tmp_path, offset, size):
+    from napari_precomputed.accessor import get_accessor_for_url
+    from napari_precomputed.precomputed_io import get_IO_for_new_dataset
+
+    scale = dict(EXAMPLE_SCALE, size=list(size), voxel_offset=list(offset))
+    info = {"type": "image", "data_type": "uint8", "num_channels": 1, "scales": [scale]}
+    validate_info(info)  # valid to read: only int64 overflow is invalid
+    with pytest.raises(InvalidInfoError, match=r"voxel_offset.*TensorStore"):
+        get_IO_for_new_dataset(info, get_accessor_for_url(str(tmp_path)))
+    assert not (tmp_path / "info").exists()
 
 
 def test_parse_info_names_the_source():

@@ -93,6 +93,40 @@ def test_several_chunk_sizes_are_each_complete(tmp_path):
         len(list(iter_chunk_coords(scale, cs))) for cs in scale["chunk_sizes"])
 
 
+def test_write_region_fills_every_chunk_size(tmp_path):
+    from napari_precomputed.precomputed_io import get_IO_for_new_dataset
+    from napari_precomputed.volume import write_region
+
+    volume = smooth_volume((1, 9, 12, 20), "uint16")
+    info = {"type": "image", "data_type": "uint16", "num_channels": 1, "scales": [
+        {"key": "s", "size": [20, 12, 9], "voxel_offset": [-5, 3, 0],
+         "resolution": [1, 1, 1], "chunk_sizes": [[8, 8, 4], [20, 1, 9], [8, 8, 4]],
+         "encoding": "raw"}]}
+    io = get_IO_for_new_dataset(info, get_accessor_for_url(str(tmp_path)))
+    write_region(io, "s", volume)
+    scale = info["scales"][0]
+    names = {chunk_name(c) for cs in scale["chunk_sizes"] for c in iter_chunk_coords(scale, cs)}
+    assert {p.name for p in (tmp_path / "s").iterdir()} == names
+    for chunk_size in scale["chunk_sizes"]:
+        for coords in iter_chunk_coords(scale, chunk_size):
+            x0, x1, y0, y1, z0, z1 = coords
+            np.testing.assert_array_equal(
+                io.read_chunk("s", coords), volume[:, z0:z1, y0 - 3:y1 - 3, x0 + 5:x1 + 5])
+
+
+def test_boxes_past_the_end_read_as_zeros(new_dataset):
+    volume = smooth_volume((1, 10, 10, 10), "uint8") | 1
+    io, _ = new_dataset(volume, chunk_size=(64, 64, 64))
+    for lo, hi, shape in [((0, 0, 12), (10, 10, 14), (1, 2, 10, 10)),
+                          ((12, 0, 0), (20, 10, 10), (1, 10, 10, 8)),
+                          ((0, 0, 3), (10, 10, 3), (1, 0, 10, 10))]:
+        out = read_region(io, "s0", lo, hi)
+        assert out.shape == shape and not out.any()
+    out = read_region(io, "s0", (5, 5, 5), (15, 15, 15))
+    np.testing.assert_array_equal(out[:, :5, :5, :5], volume[:, 5:, 5:, 5:])
+    assert out.sum() == volume[:, 5:, 5:, 5:].sum()
+
+
 def test_chunk_larger_than_volume(new_dataset):
     volume = smooth_volume((1, 3, 5, 7), "int16")
     io, path = new_dataset(volume, chunk_size=(64, 64, 64))

@@ -18,6 +18,8 @@ __all__ = [
     "UNSUPPORTED_ENCODINGS",
     "ENCODING_DATA_TYPES",
     "validate_info",
+    "validate_new_info",
+    "integral_info",
     "parse_info",
     "scale_chunk_grid",
     "chunk_name",
@@ -46,6 +48,9 @@ ENCODING_DATA_TYPES = {
 }
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+#: Largest coordinate magnitude TensorStore opens (its ``kMaxFiniteIndex``).
+_PORTABLE_MAX = 2**62 - 2
 
 
 def _where(scale_index, member):
@@ -151,8 +156,16 @@ def _validate_scale(scale, index, data_type, num_channels):
     chunk_sizes = scale["chunk_sizes"]
     if not isinstance(chunk_sizes, list) or not chunk_sizes:
         raise InvalidInfoError(f"{_where(index, 'chunk_sizes')} must be a non-empty list")
+    itemsize = np.dtype(data_type).itemsize
     for chunk_size in chunk_sizes:
-        _int_vector(chunk_size, _where(index, "chunk_sizes"), minimum=1)
+        voxels = math.prod(_int_vector(chunk_size, _where(index, "chunk_sizes"), minimum=1))
+        # Byte counts and array shapes are int64 everywhere (NumPy, and every
+        # other reader): a chunk beyond that cannot be held by anyone.
+        if num_channels * voxels * itemsize > _INT64_MAX:
+            shown = num_channels if num_channels < 10**15 else f"{num_channels:.3g}"
+            raise InvalidInfoError(
+                f"{_where(index, 'chunk_sizes')}: a chunk of {shown} channels of "
+                f"{chunk_size} {data_type} voxels exceeds 64-bit byte counts")
     encoding = scale["encoding"]
     if encoding in UNSUPPORTED_ENCODINGS:
         raise UnsupportedEncodingError(
@@ -196,6 +209,86 @@ def _validate_scale(scale, index, data_type, num_channels):
                 f"{_where(index, 'chunk_sizes')} must hold exactly one chunk size "
                 "because the scale has 'sharding'")
         _validate_sharding(sharding, _where(index, "sharding"))
+
+
+def validate_new_info(info):
+    """Check the info of a dataset about to be written.
+
+    On top of :func:`validate_info`, coordinates must stay within the range
+    TensorStore opens (magnitude below 2**62 - 1): the format allows any
+    int64, but writing a dataset that a major reader refuses helps nobody.
+
+    :param dict info: the info to write
+    :raises InvalidInfoError: naming the first offending member
+    """
+    validate_info(info)
+    for index, scale in enumerate(info["scales"]):
+        offset = [int(v) for v in scale.get("voxel_offset", (0, 0, 0))]
+        size = [int(v) for v in scale["size"]]
+        if any(o < -_PORTABLE_MAX or o + s - 1 > _PORTABLE_MAX for o, s in zip(offset, size)):
+            raise InvalidInfoError(
+                f"{_where(index, 'voxel_offset')} {offset} with size {size} reaches "
+                f"beyond +/-(2**62 - 2), which TensorStore cannot open")
+
+
+#: Members of ``info`` and of each scale that hold integers or integer vectors.
+_INTEGER_MEMBERS = ("num_channels",)
+_SCALE_INTEGER_MEMBERS = ("size", "voxel_offset", "chunk_sizes", "jpeg_quality", "png_level",
+                          "compressed_segmentation_block_size")
+_SHARDING_INTEGER_MEMBERS = ("preshift_bits", "minishard_bits", "shard_bits")
+
+
+def _integral(value):
+    """``value`` with integral floats (``64.0``) made ints, nested lists included."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def _has_float(value):
+    if isinstance(value, float):
+        return True
+    return isinstance(value, list) and any(_has_float(v) for v in value)
+
+
+def _with_integers(mapping, members):
+    changed = {m: _integral(mapping[m]) for m in members
+               if m in mapping and _has_float(mapping[m])}
+    return {**mapping, **changed} if changed else mapping
+
+
+def integral_info(info):
+    """``info`` with integral floats in its integer members made ints.
+
+    The format digest recommends accepting ``64.0`` where an integer is
+    expected (TensorStore does); converting once keeps every later use of
+    sizes, channels and block sizes in integer arithmetic. The dicts are
+    copied only where something changes, so an info without floats is
+    returned as is.
+
+    :param dict info: a validated info dict
+    :returns: the same dict, or a converted copy
+    """
+    if not isinstance(info, dict):
+        return info
+    out = _with_integers(info, _INTEGER_MEMBERS)
+    scales = info.get("scales")
+    if isinstance(scales, list):
+        new_scales = []
+        for scale in scales:
+            if isinstance(scale, dict):
+                scale = _with_integers(scale, _SCALE_INTEGER_MEMBERS)
+                sharding = scale.get("sharding")
+                if isinstance(sharding, dict):
+                    new_sharding = _with_integers(sharding, _SHARDING_INTEGER_MEMBERS)
+                    if new_sharding is not sharding:
+                        scale = {**scale, "sharding": new_sharding}
+            new_scales.append(scale)
+        if any(a is not b for a, b in zip(new_scales, scales)):
+            out = {**out, "scales": new_scales}
+    return out
 
 
 def _validate_sharding(sharding, what):

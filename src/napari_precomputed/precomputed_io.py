@@ -16,7 +16,7 @@ from .errors import (
     InvalidInfoError,
     UnsupportedEncodingError,
 )
-from .info import chunk_name, chunk_shape, parse_info, validate_info
+from .info import chunk_name, chunk_shape, integral_info, parse_info, validate_new_info
 
 __all__ = [
     "PrecomputedIO",
@@ -57,13 +57,13 @@ def get_IO_for_new_dataset(info, accessor, overwrite_info=False, encoder_options
     :raises InvalidInfoError: if the info is not a valid precomputed volume
         info, or a scale's encoding cannot store its data type or channel count
     """
-    validate_info(info)
+    validate_new_info(info)
     if "@type" not in info:
         info = {"@type": "neuroglancer_multiscale_volume", **info}
     # Build the encoders before writing anything, so that a bad combination
     # does not leave an info file behind.
     io = PrecomputedIO(info, accessor, encoder_options=encoder_options)
-    accessor.store_file("info", json.dumps(info, indent=2).encode("utf-8"),
+    accessor.store_file("info", json.dumps(io.info, indent=2).encode("utf-8"),
                         mime_type="application/json", overwrite=overwrite_info)
     return io
 
@@ -91,7 +91,9 @@ class PrecomputedIO:
     """
 
     def __init__(self, info, accessor, encoder_options={}):
-        self._info = info
+        # "64.0" is a valid integer in an info; sizes and channel counts are
+        # used in integer arithmetic and array shapes everywhere after this.
+        self._info = info = integral_info(info)
         self.accessor = accessor
         self._scales = {}
         self._encoders = {}

@@ -20,7 +20,7 @@ import numpy as np
 
 from .chunk_cache import MISSING
 from .errors import ChunkNotFoundError, DataAccessError, InvalidFormatError
-from .info import chunk_coords_for_grid_index, chunk_shape, scale_chunk_grid
+from .info import chunk_coords_for_grid_index, chunk_shape
 from .small_pages import Prefault, zeros
 from .store_queue import StoreQueue
 
@@ -60,16 +60,16 @@ def chunk_coords_in_box(scale_info, lo, hi, chunk_size=None):
     """
     if chunk_size is None:
         chunk_size = scale_info["chunk_sizes"][0]
-    offset, _ = scale_bounds(scale_info)
-    grid = scale_chunk_grid(scale_info, chunk_size)
+    offset, end = scale_bounds(scale_info)
     ranges = []
     for axis in range(3):
         c = int(chunk_size[axis])
-        first = max(0, (int(lo[axis]) - offset[axis]) // c)
-        last = min(grid[axis], -(-(int(hi[axis]) - offset[axis]) // c))
-        if last <= first:
+        # Clamped to the scale, not to the chunk grid: the last chunk is
+        # clipped, so a box past its clipped end touches no chunk.
+        a, b = max(int(lo[axis]), offset[axis]), min(int(hi[axis]), end[axis])
+        if b <= a:
             return []
-        ranges.append(range(first, last))
+        ranges.append(range((a - offset[axis]) // c, -(-(b - offset[axis]) // c)))
     return [chunk_coords_for_grid_index(scale_info, chunk_size, (gx, gy, gz))
             for gz, gy, gx in itertools.product(ranges[2], ranges[1], ranges[0])]
 
@@ -287,11 +287,12 @@ def _region_view(out, coords, lo, hi, chunk=None):
 
 
 def write_region(io, scale_key, data, lo=None, executor=None, progress=None, cancel=None):
-    """Write an array whose box is aligned to the chunk grid of a scale.
+    """Write an array whose box is aligned to the chunk grids of a scale.
 
-    Every chunk the box touches must lie entirely inside it (its clipped
-    extent at the scale's border counts), so that no chunk is written from
-    partial data.
+    The chunks of every one of the scale's ``chunk_sizes`` are written. Every
+    chunk the box touches must lie entirely inside it (its clipped extent at
+    the scale's border counts), so that no chunk is written from partial
+    data.
 
     :param PrecomputedIO io: the dataset
     :param str scale_key: the key of the scale
@@ -306,7 +307,7 @@ def write_region(io, scale_key, data, lo=None, executor=None, progress=None, can
         chunk
     :param cancel: optional :class:`threading.Event`; once it is set no
         further chunk is started, and the function returns early
-    :raises ValueError: if the box is not aligned to the chunk grid
+    :raises ValueError: if the box is not aligned to a chunk grid
     """
     scale_info = io.scale_info(scale_key)
     if lo is None:
@@ -316,7 +317,11 @@ def write_region(io, scale_key, data, lo=None, executor=None, progress=None, can
     if len(shape) != 4:
         raise ValueError(f"data must be (C, Z, Y, X), got shape {shape}")
     hi = tuple(l + s for l, s in zip(lo, shape[:0:-1]))
-    coords_list = chunk_coords_in_box(scale_info, lo, hi)
+    # Readers may pick any of the listed chunkings (Neuroglancer picks one per
+    # view), so every one is written; chunks two chunkings share are one file.
+    coords_list = list(dict.fromkeys(
+        coords for chunk_size in scale_info["chunk_sizes"]
+        for coords in chunk_coords_in_box(scale_info, lo, hi, chunk_size)))
     for coords in coords_list:
         for axis in range(3):
             if coords[2 * axis] < lo[axis] or coords[2 * axis + 1] > hi[axis]:
