@@ -114,6 +114,15 @@ def test_lossy_conversions_are_refused(tmp_path):
     np.testing.assert_array_equal(read_scales(tmp_path / "ok")[1][0], ok)
 
 
+def test_infos_with_several_chunk_sizes_are_refused_before_writing(tmp_path):
+    data = np.zeros((1, 4, 4, 4), np.uint8)
+    info = make_info(data.shape, data.dtype)
+    info["scales"][0]["chunk_sizes"].append([2, 2, 2])
+    with pytest.raises(ValueError, match="one chunk size per scale"):
+        next(iter_export(data, str(tmp_path / "two"), info))
+    assert not (tmp_path / "two").exists()
+
+
 def test_dask_source_larger_chunks_and_jpeg_bound(tmp_path):
     da = pytest.importorskip("dask.array")
     volume = smooth_volume((1, 30, 70, 90), "uint8")

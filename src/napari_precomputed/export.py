@@ -403,6 +403,9 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     """
 
     method = method or ("mode" if info["type"] == "segmentation" else "mean")
+    if any(len(scale["chunk_sizes"]) != 1 for scale in info["scales"]):
+        # The pyramid is cut into the chunks of one grid per scale.
+        raise ValueError("export writes one chunk size per scale; the info lists several")
     # A NumPy array is in memory already: its pyramid is computed with NumPy
     # and its chunks written by threads, without dask's cost per task (the
     # export of 256 raw chunks took 5x as long as writing them).
