@@ -1,6 +1,7 @@
 """Exporting layers: npe2 writers, the export panel, pyramids, cancel and repair."""
 
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -48,6 +49,42 @@ def test_downsample_mean_matches_a_loop():
     volume = smooth_volume((2, 5, 7, 9), "uint16")
     np.testing.assert_array_equal(downsample_mean(volume, (2, 2, 2)),
                                   _tiny_reference_mean(volume, (2, 2, 2)))
+
+
+@pytest.mark.parametrize("dtype", ["uint64", "int64"])
+def test_downsample_mean_of_64_bit_integers_is_exact(dtype):
+    # float64 holds integers up to 2**53 only, and 2**64 - 1 rounds to 2**64.
+    limits = np.iinfo(dtype)
+    rng = np.random.default_rng(0)
+    block = rng.integers(limits.min, limits.max, size=(2, 3, 5, 4), dtype=dtype,
+                         endpoint=True)
+    # With front (1, 0, 1), window (0, 0, 0) holds z 0, y 0-1, x 0, and
+    # window (0, 0, 1) holds z 0, y 0-1, x 1-2.
+    block[0, 0, :2, 0] = limits.max
+    block[1, 0, :2, 0] = limits.min
+    block[0, 0, :2, 1:3] = 2**53 + 1
+    front = (1, 0, 1)
+    got = downsample_mean(block, (2, 2, 2), front)
+    for index in np.ndindex(got.shape):
+        c, k, j, i = index
+        window = block[c, max(0, 2 * k - 1):2 * k + 1, 2 * j:2 * j + 2,
+                       max(0, 2 * i - 1):2 * i + 1]
+        values = [int(v) for v in window.ravel()]
+        # Python's round of an exact fraction: nearest, ties to even.
+        assert int(got[index]) == round(Fraction(sum(values), len(values))), index
+    assert got[0, 0, 0, 0] == limits.max and got[1, 0, 0, 0] == limits.min
+    assert got[0, 0, 0, 1] == 2**53 + 1
+
+
+def test_automatic_levels_stop_where_halving_changes_nothing():
+    # Windows never straddle 0: an axis spanning voxels -1 and 0 ends at two
+    # voxels, so a chunk size of 1 there was never reached (make_info hung).
+    info = make_info((1, 10, 16, 16), np.uint8, voxel_offset=(0, 0, -3), chunk_size=(16, 16, 1))
+    assert [(s["voxel_offset"][2], s["size"][2]) for s in info["scales"]] == [
+        (-3, 10), (-2, 6), (-1, 3), (-1, 2)]
+    info = make_info((1, 2, 16, 16), np.uint8, voxel_offset=(0, 0, 1), chunk_size=(16, 16, 1))
+    assert [(s["voxel_offset"][2], s["size"][2]) for s in info["scales"]] == [
+        (1, 2), (0, 2), (0, 1)]
 
 
 def test_layer_writers(make_napari_viewer, tmp_path):
@@ -108,6 +145,10 @@ def test_lossy_conversions_are_refused(tmp_path):
         for _ in iter_export(data, str(tmp_path / "neg"), info):
             pass
     assert not (tmp_path / "neg").exists()  # NumPy data is checked before writing
+    with pytest.raises(ValueError, match="values from -1 to 4"):
+        for _ in iter_export(data, str(tmp_path / "sync"), info, scheduler="synchronous"):
+            pass
+    assert not (tmp_path / "sync").exists()  # whatever the scheduler
     ok = np.array([[[1, 2], [3, 2**40]]], dtype=np.int64)[None]
     for _ in iter_export(ok, str(tmp_path / "ok"), info):
         pass
@@ -381,7 +422,7 @@ def test_float64_image_is_exported_as_float32(tmp_path):
 def test_writers_refusals_reach_the_caller(make_napari_viewer, tmp_path):
     # napari drops a writer's ValueError as "not my file type": layer.save
     # returned [] with no reason. Refusals must say why.
-    from napari_precomputed._writer import ExportRefusedError
+    from napari_precomputed._writer import ExportRefusedError, write_image
 
     viewer = make_napari_viewer()
     stack = viewer.add_image(np.zeros((2, 3, 4, 5), np.uint8), name="stack")
@@ -395,6 +436,12 @@ def test_writers_refusals_reach_the_caller(make_napari_viewer, tmp_path):
     flipped = viewer.add_image(np.zeros((4, 8, 8), np.uint8), scale=(1, -1, 1))
     with pytest.raises(ExportRefusedError, match=r"scale \(1, -1, 1\) flips an axis"):
         flipped.save(str(tmp_path / "flipped"), plugin=PLUGIN)
+    # (napari's own sliders overflow on a layer this far away: no viewer here.)
+    with pytest.raises(ExportRefusedError, match="voxel_offset"):
+        write_image(str(tmp_path / "far"), np.zeros((4, 8, 8), np.uint8),
+                    {"translate": (0, 0, 1e30)})
+    with pytest.raises(ExportRefusedError, match="empty"):
+        write_image(str(tmp_path / "empty"), np.zeros((0, 4, 4), np.uint8), {})
     assert sorted(os.listdir(tmp_path)) == []  # nothing written, not even an info
     rotated = viewer.add_image(np.zeros((4, 8, 8), np.uint8), rotate=30)
     with pytest.warns(UserWarning, match="rotation is not exported"):

@@ -58,6 +58,8 @@ def volume_for_layer(data, meta, layer_type):
         raise ValueError(
             f"the layer has {spatial_ndim} spatial axes; precomputed volumes have 3 "
             "(z, y, x). Split it into 3-D layers first (Layers > Split Stack).")
+    if 0 in data.shape:
+        raise ValueError(f"the layer is empty (shape {tuple(data.shape)}): nothing to export")
     scale = list(meta.get("scale") if meta.get("scale") is not None else [1] * data.ndim)
     translate = list(meta.get("translate") if meta.get("translate") is not None
                      else [0] * data.ndim)

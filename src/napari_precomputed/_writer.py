@@ -11,6 +11,8 @@ option.
 import os
 import warnings
 
+from .errors import InvalidInfoError
+
 
 class ExportRefusedError(Exception):
     """The layer cannot be written as a precomputed dataset; the message says why.
@@ -32,7 +34,9 @@ def _write(path, data, meta, layer_type):
         if dropped:
             warnings.warn(f"{path}: {dropped}", stacklevel=2)
         export(volume, path, info, overwrite=False)
-    except ValueError as exc:
+    except (ValueError, InvalidInfoError) as exc:
+        # InvalidInfoError: the layer maps to an info the format (or
+        # TensorStore) cannot hold, e.g. a translate beyond 2**62 voxels.
         raise ExportRefusedError(f"cannot write {path}: {exc}") from exc
     return [path]
 

@@ -47,16 +47,45 @@ def downsample_mean(block, factors, front=(0, 0, 0)):
     :returns: (C, ceil((front + Z)/fz), ...) array of block's dtype
     """
     windows, valid = _windows(block, factors, front)
+    count = windows.shape[-1] if valid is None else valid.sum(axis=-1)
+    if block.dtype.kind in "iu" and block.dtype.itemsize == 8:
+        return _mean_64(windows, valid, count).astype(block.dtype, copy=False)
     acc = np.float64 if block.dtype.itemsize > 2 else np.float32
-    total = windows.sum(axis=-1, dtype=acc)
-    if valid is None:
-        mean = total / windows.shape[-1]
-    else:
-        mean = total / valid.sum(axis=-1)
+    mean = windows.sum(axis=-1, dtype=acc) / count
     if block.dtype.kind in "iu":
         limits = np.iinfo(block.dtype)
         mean = np.clip(np.rint(mean), limits.min, limits.max)
     return mean.astype(block.dtype)
+
+
+def _mean_64(windows, valid, count):
+    """Exact mean of 64-bit integer windows, rounded to nearest, ties to even.
+
+    float64 holds integers only up to 2**53 (and 2**64 - 1 rounds to 2**64,
+    which does not cast back), so the sums are taken in two 32-bit halves
+    and divided as integers.
+    """
+    signed = windows.dtype.kind == "i"
+    values = windows.view(np.uint64)
+    if signed:
+        # Order-preserving shift to unsigned; 2**63 is even, so ties round alike.
+        values = values ^ np.uint64(1 << 63)
+        if valid is not None:
+            # Padding must add nothing, and no longer reads as zero.
+            values *= valid
+    count = np.asarray(count, dtype=np.uint64)
+    high = (values >> np.uint64(32)).sum(axis=-1, dtype=np.uint64)
+    low = (values & np.uint64(0xFFFFFFFF)).sum(axis=-1, dtype=np.uint64)
+    quotient, rest = np.divmod(high, count)
+    # rest < count, so rest * 2**32 + low stays far below 2**64 for windows
+    # of fewer than 2**31 voxels.
+    low_quotient, rest = np.divmod((rest << np.uint64(32)) + low, count)
+    mean = (quotient << np.uint64(32)) + low_quotient
+    twice = rest << np.uint64(1)
+    mean += (twice > count) | ((twice == count) & (mean & np.uint64(1)).astype(bool))
+    if signed:
+        mean ^= np.uint64(1 << 63)
+    return mean.view(windows.dtype)
 
 
 def downsample_stride(block, factors, front=(0, 0, 0)):

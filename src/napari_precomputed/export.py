@@ -410,12 +410,13 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     # and its chunks written by threads, without dask's cost per task (the
     # export of 256 raw chunks took 5x as long as writing them).
     in_memory = isinstance(data, np.ndarray) and scheduler == "threads"
-    if in_memory:
+    if isinstance(data, np.ndarray):
         if data.ndim != 4:
             raise ValueError(f"data must be (C, Z, Y, X), got {data.ndim} dimensions")
-        # Before anything is written: a refused export must not leave an
-        # info behind. (A dask array is checked block by block as it is
-        # written; reading it twice to check first would double the export.)
+        # Before anything is written, whatever the scheduler: a refused
+        # export must not leave an info behind. (A dask array is checked
+        # block by block as it is written; reading it twice to check first
+        # would double the export.)
         data = checked_cast(data, np.dtype(info["data_type"]))
     io = _prepare(url, info, overwrite, gzip, encoder_options)
     arrays = None

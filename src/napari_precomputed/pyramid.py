@@ -27,15 +27,21 @@ def pyramid_factors(resolution, size, chunk_size, levels=None, voxel_offset=(0, 
     offset = [int(o) for o in voxel_offset]
     out = []
     while levels is None or len(out) + 1 < levels:
-        if levels is None and all(s <= c for s, c in zip(size, chunk_size)):
+        # Windows never straddle 0, so an axis that spans voxels -1 and 0
+        # ends at 2 voxels: halving it again would change nothing.
+        halved = coarser_extent(offset, size, (2, 2, 2))
+        shrinks = [s > 1 and (o2, s2) != (o, s)
+                   for o, s, o2, s2 in zip(offset, size, *halved)]
+        if not any(shrinks):
             break
-        if all(s <= 1 for s in size):
+        if levels is None and all(s <= c or not k
+                                  for s, c, k in zip(size, chunk_size, shrinks)):
             break
-        finest = min(r for r, s in zip(resolution, size) if s > 1)
-        # Halve the axes within a factor 2 of the finest one that still
-        # have more than one voxel.
-        factors = tuple(2 if s > 1 and r < 2 * finest else 1
-                        for r, s in zip(resolution, size))
+        finest = min(r for r, k in zip(resolution, shrinks) if k)
+        # Halve the axes within a factor 2 of the finest one that halving
+        # still changes.
+        factors = tuple(2 if k and r < 2 * finest else 1
+                        for r, k in zip(resolution, shrinks))
         out.append(factors)
         resolution = [r * f for r, f in zip(resolution, factors)]
         offset, size = coarser_extent(offset, size, factors)
