@@ -741,6 +741,25 @@ def test_tiny_cseg_buffer_for_a_huge_chunk_fails_before_allocating():
     assert proc.returncode == 0 and "DOCUMENTED" in out and "header table" in out, out[-2000:]
 
 
+@pytest.mark.parametrize("z_blocks", [None, (0, 1)])
+def test_tiny_cseg_buffer_with_tiny_blocks_fails_before_building_the_grid(z_blocks):
+    # Block size 1 is legal: a 256^3 chunk has 16.7 M blocks, whose per-block
+    # arrays (384 MiB, then cached) were built before the header check.
+    import tracemalloc
+
+    from napari_precomputed.compressed_segmentation import decode
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidFormatError, match="header table"):
+            decode(b"\x01\0\0\0", (256, 256, 256), 1, "uint32", (1, 1, 1),
+                   z_blocks=z_blocks)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
 _HUGE_BLOCK_SCRIPT = r"""
 import json, pathlib, resource, struct, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))

@@ -697,19 +697,22 @@ def decode(buf, chunk_size, num_channels, data_type, block_size, z_blocks=None):
     num_channels = operator.index(num_channels)
     if num_channels < 1:
         raise ValueError(f"num_channels must be >= 1, got {num_channels}")
-    full_grid = _grid((Z, Y, X), (bz, by, bx))
+    # Block counts only: the grid's per-block arrays are built once the
+    # buffer is known to hold that many headers (tiny blocks in a large
+    # chunk would otherwise cost memory for a 4-byte corrupt buffer).
+    layers, rows, columns = (-(-s // b) for s, b in zip((Z, Y, X), (bz, by, bx)))
     first_block = 0
     if z_blocks is not None:
         z_first, z_stop = (operator.index(v) for v in z_blocks)
-        if not 0 <= z_first < z_stop <= full_grid.grid[0]:
+        if not 0 <= z_first < z_stop <= layers:
             raise ValueError(f"z_blocks {tuple(z_blocks)} is not a range of the "
-                             f"{full_grid.grid[0]} block layers")
+                             f"{layers} block layers")
         # The blocks of a z-slab are consecutive in the header (x fastest),
         # and every offset is relative to the channel, so a slab decodes as
         # a chunk of the slab's depth whose header starts further on.
         Z = min(z_stop * bz, Z) - z_first * bz
-        first_block = z_first * full_grid.grid[1] * full_grid.grid[2]
-    grid = _grid((Z, Y, X), (bz, by, bx))
+        first_block = z_first * rows * columns
+    nblocks = -(-Z // bz) * rows * columns
 
     raw = memoryview(buf).cast("B")
     nbytes = raw.nbytes
@@ -744,7 +747,7 @@ def decode(buf, chunk_size, num_channels, data_type, block_size, z_blocks=None):
         out_dtype = np.dtype(np.uint32)
 
     offsets = words[:num_channels].astype(np.int64).tolist()
-    header_end = 2 * (first_block + grid.nblocks)
+    header_end = 2 * (first_block + nblocks)
     # Before the output is allocated: a few corrupt bytes must not make us
     # allocate a huge chunk first.
     for c, base in enumerate(offsets):
@@ -755,9 +758,10 @@ def decode(buf, chunk_size, num_channels, data_type, block_size, z_blocks=None):
             )
         if base + header_end > nwords:
             raise InvalidFormatError(
-                f"channel {c}: header table of {first_block + grid.nblocks} blocks at word "
+                f"channel {c}: header table of {first_block + nblocks} blocks at word "
                 f"{base} does not fit in the {nwords}-word buffer"
             )
+    grid = _grid((Z, Y, X), (bz, by, bx))
     out = np.empty((num_channels, Z, Y, X), dtype=out_dtype)
     for c, base in enumerate(offsets):
         try:
