@@ -5,6 +5,7 @@ nothing of storage. Vectors in ``info`` are in (x, y, z) order; arrays handed
 to users are (C, Z, Y, X).
 """
 
+import copy
 import json
 import math
 
@@ -231,8 +232,7 @@ def validate_new_info(info):
                 f"beyond +/-(2**62 - 2), which TensorStore cannot open")
 
 
-#: Members of ``info`` and of each scale that hold integers or integer vectors.
-_INTEGER_MEMBERS = ("num_channels",)
+#: Members of each scale and of its sharding that hold integers or integer vectors.
 _SCALE_INTEGER_MEMBERS = ("size", "voxel_offset", "chunk_sizes", "jpeg_quality", "png_level",
                           "compressed_segmentation_block_size")
 _SHARDING_INTEGER_MEMBERS = ("preshift_bits", "minishard_bits", "shard_bits")
@@ -253,10 +253,17 @@ def _has_float(value):
     return isinstance(value, list) and any(_has_float(v) for v in value)
 
 
-def _with_integers(mapping, members):
-    changed = {m: _integral(mapping[m]) for m in members
-               if m in mapping and _has_float(mapping[m])}
-    return {**mapping, **changed} if changed else mapping
+def _integer_slots(info):
+    """(dict, member) pairs of ``info`` that hold integers or integer vectors."""
+    yield info, "num_channels"
+    for scale in info.get("scales") or ():
+        if isinstance(scale, dict):
+            for member in _SCALE_INTEGER_MEMBERS:
+                yield scale, member
+            sharding = scale.get("sharding")
+            if isinstance(sharding, dict):
+                for member in _SHARDING_INTEGER_MEMBERS:
+                    yield sharding, member
 
 
 def integral_info(info):
@@ -264,31 +271,21 @@ def integral_info(info):
 
     The format digest recommends accepting ``64.0`` where an integer is
     expected (TensorStore does); converting once keeps every later use of
-    sizes, channels and block sizes in integer arithmetic. The dicts are
-    copied only where something changes, so an info without floats is
-    returned as is.
+    sizes, channels and block sizes in integer arithmetic. An info without
+    such floats is returned as is, any other as a converted deep copy.
 
     :param dict info: a validated info dict
     :returns: the same dict, or a converted copy
     """
-    if not isinstance(info, dict):
+    if not isinstance(info, dict) or not any(
+            member in where and _has_float(where[member])
+            for where, member in _integer_slots(info)):
         return info
-    out = _with_integers(info, _INTEGER_MEMBERS)
-    scales = info.get("scales")
-    if isinstance(scales, list):
-        new_scales = []
-        for scale in scales:
-            if isinstance(scale, dict):
-                scale = _with_integers(scale, _SCALE_INTEGER_MEMBERS)
-                sharding = scale.get("sharding")
-                if isinstance(sharding, dict):
-                    new_sharding = _with_integers(sharding, _SHARDING_INTEGER_MEMBERS)
-                    if new_sharding is not sharding:
-                        scale = {**scale, "sharding": new_sharding}
-            new_scales.append(scale)
-        if any(a is not b for a, b in zip(new_scales, scales)):
-            out = {**out, "scales": new_scales}
-    return out
+    info = copy.deepcopy(info)
+    for where, member in _integer_slots(info):
+        if member in where:
+            where[member] = _integral(where[member])
+    return info
 
 
 def _validate_sharding(sharding, what):
