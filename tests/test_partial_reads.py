@@ -142,6 +142,25 @@ def test_jpeg_that_cannot_be_cut_is_decoded_whole(options):
     np.testing.assert_array_equal(part, encoder.decode(buf, (16, 16, 16))[:, 5:6])
 
 
+@pytest.mark.parametrize("subsampling", [0, 1, 2])
+def test_jpeg_planes_of_colour_subsampled_images_equal_the_whole_decode(subsampling):
+    # Pillow writes 4:2:0 (subsampling=2) by default; with restart markers
+    # such a file looks cuttable, but its chroma is upsampled across rows.
+    from napari_precomputed.chunk_encoding import JpegChunkEncoder
+
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 16, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="JPEG", quality=75, subsampling=subsampling,
+                              restart_marker_rows=1)
+    buf = out.getvalue()
+    assert (jpeg_bands.parse(buf) is None) == (subsampling == 2)
+    encoder = JpegChunkEncoder("uint8", 3)
+    whole = encoder.decode(buf, (16, 16, 4))
+    for z in range(4):
+        part, first = encoder.decode_z_range(buf, (16, 16, 4), z, z + 1)
+        np.testing.assert_array_equal(part[:, z - first], whole[:, z])
+
+
 def test_jpeg_band_parse_rejects_garbage():
     from napari_precomputed.chunk_encoding import JpegChunkEncoder
 

@@ -7,8 +7,9 @@ reset. napari-precomputed writes its JPEGs with a restart marker after every
 row of MCUs; such an image can be cut at those markers into a smaller valid
 JPEG holding just the rows wanted, which decodes in a fraction of the time.
 
-Images without restart markers (as other tools write them), progressive or
-otherwise unusual ones get None from :func:`parse`, and are decoded whole.
+Images without restart markers (as other tools write them), progressive ones,
+ones with vertically subsampled colour, or otherwise unusual ones get None
+from :func:`parse`, and are decoded whole.
 """
 
 import struct
@@ -52,8 +53,9 @@ def parse(buf):
 
     :param bytes buf: a whole JPEG file
     :returns: a :class:`JpegLayout`, or None if the image cannot be cut into
-        bands of whole MCU rows (no restart markers, several scans,
-        progressive, malformed)
+        bands of whole MCU rows that decode as in the whole image (no
+        restart markers, several scans, progressive, vertically subsampled
+        colour, malformed)
     """
     try:
         return _parse(bytes(buf))
@@ -77,8 +79,14 @@ def _parse(buf):
         if marker in _SEQUENTIAL_SOF:
             height, width, ncomp = struct.unpack_from(">HHB", buf, segment + 1)
             factors = [buf[segment + 6 + 3 * i + 1] for i in range(ncomp)]
+            vertical = {f & 15 for f in factors}
+            if len(vertical) > 1:
+                # Vertically subsampled colour (4:2:0) is upsampled from the
+                # rows above and below, so a band's edge rows would differ
+                # from the same rows decoded in the whole image.
+                return None
             sof = (segment + 1, width, height, max(f >> 4 for f in factors),
-                   max(f & 15 for f in factors))
+                   vertical.pop())
         elif marker in _OTHER_SOF:
             return None
         elif marker == _DRI:
