@@ -628,11 +628,57 @@ def test_bad_gz_chunk_file(tmp_path, content, exc):
 def test_gzip_bomb_is_capped(tmp_path, monkeypatch):
     monkeypatch.setattr(file_accessor, "MAX_INFLATED_BYTES", 10_000)
     io_ = make_dataset(tmp_path)
-    path = chunk_file(tmp_path, FULL)
-    path.parent.mkdir(parents=True)
-    gz = path.with_name(path.name + ".gz")
+    gz = _gz_chunk_path(tmp_path)
     gz.write_bytes(gzip.compress(bytes(1_000_000)))
     with pytest.raises(DataAccessError) as exc_info:
+        io_.accessor.fetch_chunk("s0", FULL)
+    assert str(gz) in str(exc_info.value)
+
+
+def _gz_chunk_path(root, coords=FULL):
+    path = chunk_file(root, coords)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(path.name + ".gz")
+
+
+@pytest.mark.parametrize("encoding, data_type, peak_mib", [
+    ("raw", "uint8", 8), ("png", "uint8", 8),
+    # The bound for compressed_segmentation is 24-bit offsets' worth of words.
+    ("compressed_segmentation", "uint32", 256)])
+def test_gz_chunk_stops_inflating_at_what_its_size_can_hold(tmp_path, encoding, data_type,
+                                                            peak_mib):
+    # A small file that inflates to 1 GiB must not be inflated: reading stops
+    # at the most bytes a chunk of this size can take (raw: its exact length).
+    import tracemalloc
+
+    io_ = make_dataset(tmp_path, data_type=data_type, encoding=encoding)
+    gz = _gz_chunk_path(tmp_path)
+    gz.write_bytes(gzip.compress(bytes(1 << 24), compresslevel=9) * 64)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataAccessError, match="inflates to more than") as exc_info:
+            io_.read_chunk("s0", FULL)
+        with pytest.raises(DataAccessError, match="inflates to more than"):
+            read_region(io_, "s0", (3, -2, 1), (11, 6, 5))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(gz) in str(exc_info.value)
+    assert peak < peak_mib << 20, peak
+
+
+def test_gz_chunk_of_several_members_is_read_whole(tmp_path):
+    # RFC 1952 allows members one after another, as gzip.decompress reads them.
+    io_ = make_dataset(tmp_path)
+    chunk = np.arange(np.prod(chunk_shape_czyx(FULL)), dtype=np.uint8).reshape(
+        chunk_shape_czyx(FULL))
+    raw = chunk.tobytes()
+    gz = _gz_chunk_path(tmp_path)
+    gz.write_bytes(gzip.compress(raw[:50]) + gzip.compress(raw[50:]) + bytes(8))
+    np.testing.assert_array_equal(io_.read_chunk("s0", FULL), chunk)
+    # Anything else after a member is corruption, not to be ignored.
+    gz.write_bytes(gzip.compress(raw) + b"garbage")
+    with pytest.raises(DataAccessError, match="after its gzip stream") as exc_info:
         io_.read_chunk("s0", FULL)
     assert str(gz) in str(exc_info.value)
 

@@ -35,6 +35,10 @@ class Accessor:
 
     can_read = False
     can_write = False
+    #: True if :meth:`fetch_chunk` and :meth:`fetch_chunk_range` take a
+    #: ``max_size`` keyword: the most bytes the caller accepts for the chunk,
+    #: so that a compressed file (``.gz``) stops inflating there.
+    bounded_fetch = False
 
     def file_exists(self, relative_path):
         """Test existence of a file relative to the base directory.

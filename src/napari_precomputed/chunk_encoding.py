@@ -286,9 +286,26 @@ class ChunkEncoder:
         """
         raise NotImplementedError
 
+    def max_encoded_size(self, chunk_size):
+        """The most bytes an encoded chunk of this size can take.
+
+        A bound, not an estimate: storage that inflates compressed chunk
+        files (``.gz``) stops there, so that a small corrupt file cannot
+        inflate without limit.
+
+        :param tuple chunk_size: the chunk's (X, Y, Z) size
+        :rtype: int
+        """
+        # JPEG and PNG stay well below this even for noise at full quality,
+        # or for tiny images padded to whole 16x16 blocks.
+        return 8 * self._raw_size(chunk_size) + 65536
+
     def _shape(self, chunk_size):
         x, y, z = (int(v) for v in chunk_size)
         return (self.num_channels, z, y, x)
+
+    def _raw_size(self, chunk_size):
+        return math.prod(self._shape(chunk_size)) * self.dtype.itemsize
 
 
 class RawChunkEncoder(ChunkEncoder):
@@ -332,8 +349,11 @@ class RawChunkEncoder(ChunkEncoder):
         return np.frombuffer(data, dtype=self.dtype).reshape(
             1, z_stop - z_start, y, x).astype(self.dtype.newbyteorder("="), copy=False)
 
+    def max_encoded_size(self, chunk_size):
+        return self._raw_size(chunk_size)
+
     def _check_length(self, length, chunk_size):
-        expected = math.prod(self._shape(chunk_size)) * self.dtype.itemsize
+        expected = self._raw_size(chunk_size)
         if length != expected:
             raise InvalidFormatError(
                 f"raw chunk is {length} bytes long, expected "
@@ -583,6 +603,13 @@ class CompressedSegmentationEncoder(ChunkEncoder):
                                               self.data_type, self.block_size,
                                               z_blocks=(first // bz, -(-stop // bz)))
         return slab, first
+
+    def max_encoded_size(self, chunk_size):
+        # Header offsets are 24-bit word counts, so a channel ends at most one
+        # block's values and table past 2**24 words, wherever a writer put them.
+        block_voxels = math.prod(self.block_size)
+        words = (1 << 24) + block_voxels * (1 + self.dtype.itemsize // 4)
+        return 4 * self.num_channels * (1 + words)
 
     def z_slab(self, depth, z_start, z_stop):
         _check_z_range(depth, z_start, z_stop)

@@ -11,9 +11,9 @@ from .info import chunk_name, nested_chunk_name, resolve_scale_key
 
 __all__ = ["FileAccessor"]
 
-# A gzip'd chunk file is never allowed to inflate beyond this (a 512^3 uint64
-# chunk is 1 GiB); the cap defuses gzip bombs.
-MAX_INFLATED_BYTES = 2**30 + 1
+# No gzip'd file inflates beyond this (a 512^3 uint64 chunk is 1 GiB); chunks
+# are held to the tighter bound their reader gives (max_size).
+MAX_INFLATED_BYTES = 2**30
 
 
 class FileAccessor(Accessor):
@@ -44,6 +44,7 @@ class FileAccessor(Accessor):
     #: Files written from several threads at once contend in the kernel; see
     #: :mod:`napari_precomputed.store_queue`.
     serial_stores = True
+    bounded_fetch = True
 
     def __init__(self, base_dir, flat=True, gzip=False, compresslevel=9):
         self.base_path = pathlib.Path(base_dir)
@@ -101,16 +102,16 @@ class FileAccessor(Accessor):
         return (os.path.join(scale_dir, chunk_name(chunk_coords)),
                 os.path.join(scale_dir, nested_chunk_name(chunk_coords)))
 
-    def fetch_chunk(self, key, chunk_coords):
+    def fetch_chunk(self, key, chunk_coords, max_size=None):
         for path in self._chunk_paths(key, chunk_coords):
-            buf = self._read_first(path, path + ".gz")
+            buf = self._read_first(path, path + ".gz", max_size)
             if buf is not None:
                 return buf
         raise ChunkNotFoundError(
             f"chunk {chunk_name(chunk_coords)} of scale {key!r} is not stored in "
             f"{self.base_path}")
 
-    def fetch_chunk_range(self, key, chunk_coords, start, stop):
+    def fetch_chunk_range(self, key, chunk_coords, start, stop, max_size=None):
         for path in self._chunk_paths(key, chunk_coords):
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -127,7 +128,8 @@ class FileAccessor(Accessor):
             finally:
                 os.close(fd)
         # The whole chunk (inflated), or the error saying it is missing.
-        return super().fetch_chunk_range(key, chunk_coords, start, stop)
+        buf = self.fetch_chunk(key, chunk_coords, max_size)
+        return bytes(memoryview(buf)[start:stop]), len(buf)
 
     def store_chunk(self, buf, key, chunk_coords, mime_type="application/octet-stream",
                     overwrite=True):
@@ -170,8 +172,12 @@ class FileAccessor(Accessor):
 
     # helpers ---------------------------------------------------------------
 
-    def _read_first(self, path, gz_path):
-        """Contents of ``path``, else the inflated ``gz_path``, else None."""
+    def _read_first(self, path, gz_path, max_size=None):
+        """Contents of ``path``, else the inflated ``gz_path``, else None.
+
+        :param max_size: inflate ``gz_path`` to at most this many bytes
+            (default and upper limit: :data:`MAX_INFLATED_BYTES`)
+        """
         try:
             with open(path, "rb") as f:
                 return f.read()
@@ -186,7 +192,8 @@ class FileAccessor(Accessor):
             return None
         except (OSError, ValueError) as exc:
             raise DataAccessError(f"cannot read {gz_path}: {exc}") from exc
-        return _gunzip(compressed, gz_path)
+        limit = MAX_INFLATED_BYTES if max_size is None else min(max_size, MAX_INFLATED_BYTES)
+        return _gunzip(compressed, gz_path, limit)
 
     def _write_atomically(self, path, buf):
         path = os.fspath(path)
@@ -249,18 +256,28 @@ def _pread(fd, length, offset):
     return os.read(fd, length)
 
 
-def _gunzip(compressed, path):
+def _gunzip(compressed, path, limit=MAX_INFLATED_BYTES):
+    """Inflate a gzip file of one or more members (RFC 1952), at most ``limit`` bytes."""
     if compressed[:2] != b"\x1f\x8b":
         raise DataAccessError(f"{path} is not a gzip file")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pieces, size, rest = [], 0, compressed
     try:
-        out = inflater.decompress(compressed, MAX_INFLATED_BYTES)
-        if inflater.unconsumed_tail:
-            raise DataAccessError(
-                f"{path} inflates to more than {MAX_INFLATED_BYTES - 1} bytes")
-        out += inflater.flush()
+        while True:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            # One byte past the limit tells "too long" from "just right"
+            # without inflating the rest of a bomb.
+            piece = inflater.decompress(rest, limit - size + 1)
+            size += len(piece)
+            if size > limit:
+                raise DataAccessError(f"{path} inflates to more than {limit} bytes")
+            if not inflater.eof:
+                raise DataAccessError(f"{path} is a truncated gzip file")
+            pieces.append(piece)
+            rest = inflater.unused_data
+            if not rest.strip(b"\0"):  # gzip tolerates zero padding at the end
+                break
+            if rest[:2] != b"\x1f\x8b":
+                raise DataAccessError(f"{path} has data after its gzip stream")
     except zlib.error as exc:
         raise DataAccessError(f"{path} is a corrupt gzip file: {exc}") from exc
-    if not inflater.eof:
-        raise DataAccessError(f"{path} is a truncated gzip file")
-    return out
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)

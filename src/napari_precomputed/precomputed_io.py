@@ -211,8 +211,22 @@ class PrecomputedIO:
             the dataset's info
         """
         chunk_coords = self._check_coords(scale_key, chunk_coords)
-        buf = self.accessor.fetch_chunk(scale_key, chunk_coords)
+        buf = self.fetch_encoded_chunk(scale_key, chunk_coords)
         return self.decode_chunk(buf, scale_key, chunk_coords)
+
+    def fetch_encoded_chunk(self, scale_key, chunk_coords):
+        """The stored bytes of a chunk, for :meth:`decode_chunk`.
+
+        Accessors that can (``bounded_fetch``) are told the most bytes a
+        chunk of this size can take, so that a compressed file that inflates
+        beyond it is refused early.
+
+        :raises DataAccessError: as :meth:`read_chunk`
+        """
+        if getattr(self.accessor, "bounded_fetch", False):
+            limit = self._encoders[scale_key].max_encoded_size(chunk_shape(chunk_coords))
+            return self.accessor.fetch_chunk(scale_key, chunk_coords, max_size=limit)
+        return self.accessor.fetch_chunk(scale_key, chunk_coords)
 
     def decode_chunk(self, buf, scale_key, chunk_coords):
         """Decode the bytes of a chunk fetched separately (e.g. concurrently).
@@ -245,9 +259,13 @@ class PrecomputedIO:
         fetch_range = getattr(self.accessor, "fetch_chunk_range", None)
         try:
             if byte_range is not None and fetch_range is not None:
-                data, total = fetch_range(scale_key, chunk_coords, *byte_range)
+                if getattr(self.accessor, "bounded_fetch", False):
+                    data, total = fetch_range(scale_key, chunk_coords, *byte_range,
+                                              max_size=encoder.max_encoded_size(size))
+                else:
+                    data, total = fetch_range(scale_key, chunk_coords, *byte_range)
                 return encoder.decode_z_bytes(data, total, size, z_start, z_stop), z_start
-            buf = self.accessor.fetch_chunk(scale_key, chunk_coords)
+            buf = self.fetch_encoded_chunk(scale_key, chunk_coords)
             return encoder.decode_z_range(buf, size, z_start, z_stop)
         except InvalidFormatError as exc:
             raise self._name_chunk(exc, scale_key, chunk_coords) from exc

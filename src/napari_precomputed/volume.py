@@ -90,7 +90,7 @@ def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None, z_s
             return (None if hit is MISSING else hit), first
     try:
         if z_slab is None:
-            buf = io.accessor.fetch_chunk(scale_key, coords)
+            buf = io.fetch_encoded_chunk(scale_key, coords)
             chunk = io.decode_chunk(buf, scale_key, coords)
         else:
             chunk, first = io.read_chunk_z_range(scale_key, coords, *z_slab)
