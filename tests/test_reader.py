@@ -1,6 +1,7 @@
 """Opening precomputed datasets in a real napari viewer (under Xvfb)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -52,6 +53,21 @@ def test_get_reader_declines_other_things(tmp_path):
                       tmp_path / "mesh", tmp_path / "notjson", tmp_path / "absent",
                       "https://example.org/x", None, 42, [str(tmp_path)] * 2):
         assert get_reader(candidate) is None, candidate
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_get_reader_declines_an_info_that_is_not_a_regular_file(tmp_path):
+    # Reading a FIFO named info would block napari's reader discovery forever.
+    import threading
+
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "info")
+    answer = []
+    probe = threading.Thread(target=lambda: answer.append(get_reader(str(tmp_path / "fifo"))),
+                             daemon=True)
+    probe.start()
+    probe.join(10)
+    assert answer == [None]
 
 
 def test_info_file_has_no_competing_reader(make_napari_viewer, image_dataset):
@@ -106,6 +122,31 @@ def test_segmentation_opens_as_labels(make_napari_viewer, tmp_path):
     (layer,) = viewer.open(str(tmp_path / "seg"), plugin=PLUGIN)
     assert layer._type_string == "labels"
     np.testing.assert_array_equal(np.asarray(layer.data[0][5]), volume[0, 5])
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_dataset_3_or_4_voxels_wide_is_not_taken_for_rgb(make_napari_viewer, tmp_path,
+                                                          channels):
+    # napari guesses RGB from a last axis of 3 or 4 once the others exceed 30.
+    volume = smooth_volume((channels, 31, 33, 3 + channels - 1), "uint16")
+    write_pyramid(tmp_path / "thin", volume, chunk=(4, 16, 16))
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "thin"), plugin=PLUGIN)
+    assert len(layers) == channels
+    for c, layer in enumerate(layers):
+        assert not layer.rgb
+        assert layer.ndim == 3
+        np.testing.assert_array_equal(np.asarray(layer.data[0][7]), volume[c, 7])
+
+
+def test_float32_segmentation_opens_as_an_image(make_napari_viewer, tmp_path):
+    # Valid per the digest (7.1), but napari's Labels hold only integers.
+    volume = smooth_volume((1, 8, 30, 40), "float32")
+    write_pyramid(tmp_path / "fseg", volume, type_="segmentation", chunk=(16, 16, 4))
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "fseg"), plugin=PLUGIN)
+    assert layer._type_string == "image"
+    np.testing.assert_array_equal(np.asarray(layer.data[0][4]), volume[0, 4])
 
 
 def test_channels_become_layers(make_napari_viewer, tmp_path):

@@ -53,7 +53,7 @@ def layer_data_for_dataset(io, name, missing="zeros", on_error=None, source=None
     """Layer data tuples for every channel of an opened dataset.
 
     ``image`` datasets become Image layers, ``segmentation`` datasets Labels
-    layers. Several channels become one layer each (for images through
+    layers (Image layers for float32 segmentations). Several channels become one layer each (for images through
     napari's ``channel_axis``); three uint8 channels are shown as red, green
     and blue layers blended additively, which looks like an RGB image while
     keeping each channel adjustable.
@@ -71,7 +71,9 @@ def layer_data_for_dataset(io, name, missing="zeros", on_error=None, source=None
         "multiscale": len(arrays) > 1,
         "metadata": {"info": info, "source": source},
     }
-    if info["type"] == "segmentation":
+    # napari's Labels hold integers only; digest 7.1 asks to accept a float32
+    # segmentation (with a warning), so it is shown as an image.
+    if info["type"] == "segmentation" and info["data_type"] != "float32":
         out = []
         for channel in range(num_channels):
             kwargs = dict(common, name=name if num_channels == 1 else f"{name} [{channel}]")
@@ -79,7 +81,8 @@ def layer_data_for_dataset(io, name, missing="zeros", on_error=None, source=None
         return out
     # No contrast_limits: for lazy data napari starts from the data type's
     # range and fits the first plane it draws, reading nothing more.
-    kwargs = dict(common)
+    # A last axis of 3 or 4 voxels is x, not colour: napari would guess RGB.
+    kwargs = dict(common, rgb=False)
     if num_channels == 1:
         kwargs["name"] = name
         return [(_levels([a.channel_array(0) for a in arrays]), kwargs, "image")]

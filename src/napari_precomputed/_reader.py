@@ -6,6 +6,7 @@ of a local ``info`` file.
 """
 
 import os
+import stat
 
 # Light on purpose (os and urllib only): napari imports this at start-up.
 from .accessor import (
@@ -45,8 +46,15 @@ def get_reader(path):
 
 def _is_volume_info(info_path):
     try:
-        with open(info_path, "rb") as f:
-            head = f.read(_SNIFF_BYTES)
+        # A FIFO or device named info would block the read, and napari with it.
+        fd = os.open(info_path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_BINARY", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            head = os.read(fd, _SNIFF_BYTES)
+        finally:
+            os.close(fd)
     except OSError:
         return False
     if b"neuroglancer_multiscale_volume" in head:
