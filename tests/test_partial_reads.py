@@ -213,3 +213,29 @@ def test_boxes_larger_than_the_cache_do_not_fill_it(new_dataset):
     # What is cached is still used by a large read.
     again = read_region(io, "s0", (0, 0, 0), (70, 50, 20), cache=cache)
     np.testing.assert_array_equal(again, volume)
+
+
+def test_strided_indexing_reads_no_chunk_past_its_last_element(new_dataset):
+    volume = smooth_volume((1, 1, 1, 10), "uint8")
+    io, path = new_dataset(volume, chunk_size=(5, 1, 1))
+    (path / "s0" / "5-10_0-1_0-1").unlink()
+    array = PrecomputedArray(io, "s0", missing="error")
+    # Elements 0, 2, 4 (and 0, 3) all lie in chunk 0-5; the stop does not.
+    np.testing.assert_array_equal(array[0, 0, 0, 0:5:2], volume[0, 0, 0, 0:5:2])
+    np.testing.assert_array_equal(array[0, 0, 0, 0:4:3], volume[0, 0, 0, 0:4:3])
+    np.testing.assert_array_equal(array[0, 0, 0, 4::-2], volume[0, 0, 0, 4::-2])
+    np.testing.assert_array_equal(array[..., 0:4][..., ::3], volume[..., 0:4][..., ::3])
+    with pytest.raises(ChunkNotFoundError):
+        array[0, 0, 0, 0:6:5]
+    with pytest.raises(IndexError):
+        array[..., ...]
+
+
+def test_read_region_into_out_zeros_what_lies_past_the_scale(new_dataset):
+    volume = smooth_volume((1, 1, 1, 4), "uint8") + 1
+    io, path = new_dataset(volume, chunk_size=(2, 1, 1))
+    (path / "s0" / "2-4_0-1_0-1").unlink()
+    out = np.full((1, 1, 1, 6), 9, np.uint8)
+    got = read_region(io, "s0", (0, 0, 0), (6, 1, 1), out=out)
+    assert got is out
+    np.testing.assert_array_equal(out[0, 0, 0], [*volume[0, 0, 0, :2], 0, 0, 0, 0])

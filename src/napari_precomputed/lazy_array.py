@@ -128,15 +128,15 @@ class PrecomputedArray:
                 post.append(0)
             else:
                 start, stop, step = item
-                if step > 0:
-                    first, last = start, (stop - 1 if stop > start else start - 1)
-                else:
-                    first, last = (stop + 1 if stop < start else start + 1), start
-                if last < first:
+                # Read from the lowest to the highest element taken, not to
+                # the stop, which lies a step further.
+                taken = range(start, stop, step)
+                if not taken:
                     lo.append(offset)
                     hi.append(offset)
                     post.append(slice(0, 0))
                     continue
+                first, last = min(taken[0], taken[-1]), max(taken[0], taken[-1])
                 lo.append(offset + first)
                 hi.append(offset + last + 1)
                 post.append(slice(start - first, None, step))
@@ -187,6 +187,8 @@ def _expand_index(index, shape):
     """Normalise a basic index into a tuple of ints and (start, stop, step)."""
     if not isinstance(index, tuple):
         index = (index,)
+    if sum(i is Ellipsis for i in index) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
     if any(i is Ellipsis for i in index):
         at = next(n for n, i in enumerate(index) if i is Ellipsis)
         fill = (slice(None),) * (len(shape) - len(index) + 1)

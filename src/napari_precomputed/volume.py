@@ -147,6 +147,11 @@ def read_region(io, scale_key, lo, hi, missing="zeros", executor=None, out=None,
         out = zeros(shape, dtype)
     elif out.shape != shape:
         raise ValueError(f"out has shape {out.shape}, the box needs {shape}")
+    else:
+        bounds_lo, bounds_hi = scale_bounds(scale_info)
+        if any(l < b for l, b in zip(lo, bounds_lo)) or any(h > b for h, b in zip(hi, bounds_hi)):
+            # No chunk covers the voxels past the scale, which read as zeros.
+            out[...] = 0
     coords_list = chunk_coords_in_box(scale_info, lo, hi)
     # A box larger than the cache would only push out the chunks worth
     # keeping (those of the planes napari shows), and every chunk it kept
