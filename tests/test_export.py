@@ -549,3 +549,20 @@ def test_export_runs_on_a_dask_distributed_cluster(tmp_path):
     for path in written:
         coords = [v for part in path.name.split("_") for v in _split_range(part)]
         io.read_chunk(path.parent.name, coords)
+
+
+@pytest.mark.parametrize("layer_type, dtype, expected", [
+    ("image", "uint8", ["raw", "jpeg", "png", "compressed_segmentation"]),
+    ("image", "uint16", ["raw", "png", "compressed_segmentation"]),
+    # 64 bits are narrowed to 32 at most (checked chunk by chunk), never to the
+    # 8 or 16 bits of JPEG and PNG, which would fail after Export is clicked.
+    ("image", "uint64", ["raw", "compressed_segmentation"]),
+    ("image", "int64", ["raw"]),
+    ("image", "float64", ["raw"]),
+    ("labels", "int64", ["compressed_segmentation", "raw"]),
+    ("labels", "float32", ["raw"]),
+])
+def test_encodings_offered_keep_the_values(layer_type, dtype, expected):
+    from napari_precomputed._widget import encodings_for
+
+    assert encodings_for(layer_type, dtype) == expected

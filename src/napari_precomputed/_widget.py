@@ -50,7 +50,8 @@ def encodings_for(layer_type, dtype):
             continue
         by_type = source.kind == "b" or np.can_cast(source, target, "safe")
         checked = ((layer_type == "labels" and source.kind in "iu")
-                   or (source.itemsize == 8 and target.kind == source.kind))
+                   or (source.itemsize == 8 and target.kind == source.kind
+                       and target.itemsize == 4))
         if by_type or checked:
             out.append(encoding)
     default = default_encoding(type_)

@@ -84,8 +84,8 @@ def checked_cast(block, dtype):
         if not limits.min <= low <= high <= limits.max:
             raise ValueError(
                 f"the data holds values from {low} to {high}, which {dtype.name} cannot "
-                f"hold (it stores {limits.min} to {limits.max}); convert the layer first, "
-                "e.g. relabel it")
+                f"hold (it stores {limits.min} to {limits.max}); convert the layer first "
+                "(relabel labels, rescale an image) or choose another encoding")
         return block.astype(dtype)
     elif block.dtype.kind == "f" and dtype.kind == "f":
         # float64 -> float32 rounds (what users expect of a float32 export),
