@@ -1,6 +1,8 @@
 """Exporting layers: npe2 writers, the export panel, pyramids, cancel and repair."""
 
 import os
+import warnings
+from unittest import mock
 from fractions import Fraction
 
 import numpy as np
@@ -444,8 +446,58 @@ def test_writers_refusals_reach_the_caller(make_napari_viewer, tmp_path):
         write_image(str(tmp_path / "empty"), np.zeros((0, 4, 4), np.uint8), {})
     assert sorted(os.listdir(tmp_path)) == []  # nothing written, not even an info
     rotated = viewer.add_image(np.zeros((4, 8, 8), np.uint8), rotate=30)
-    with pytest.warns(UserWarning, match="rotation is not exported"):
-        rotated.save(str(tmp_path / "rotated"), plugin=PLUGIN)
+    # napari's File > Save dialog records a save's warnings and drops them when
+    # it succeeds: with napari showing notifications, the writer notifies.
+    from napari.utils.notifications import notification_manager
+
+    seen = len(notification_manager.records)
+    with warnings.catch_warnings(record=True):
+        assert rotated.save(str(tmp_path / "rotated"), plugin=PLUGIN)
+    assert any("rotation is not exported" in str(n.message)
+               for n in notification_manager.records[seen:])
+    # Without napari's notifications (a script), it is a Python warning.
+    from napari_precomputed._writer import write_image
+
+    from napari.utils.events import EventEmitter
+
+    with mock.patch.object(notification_manager, "notification_ready", EventEmitter()), \
+            pytest.warns(UserWarning, match="rotation is not exported"):
+        write_image(str(tmp_path / "rotated2"), np.zeros((4, 8, 8), np.uint8),
+                    {"rotate": rotated.rotate})
+
+
+def test_writers_refuse_a_file_or_a_dataset_and_take_back_a_refused_save(make_napari_viewer,
+                                                                         tmp_path):
+    import dask.array as da
+
+    from napari_precomputed._writer import ExportRefusedError, write_image, write_labels
+
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(ExportRefusedError, match="is a file"):
+        write_image(str(tmp_path / "file"), np.zeros((4, 8, 8), np.uint8), {})
+    assert write_image(str(tmp_path / "ds"), np.zeros((4, 8, 8), np.uint8), {})
+    with pytest.raises(ExportRefusedError, match="holds a dataset already"):
+        write_image(str(tmp_path / "ds"), np.ones((4, 8, 8), np.uint8), {})
+    assert read_scales(tmp_path / "ds")[1][0].max() == 0  # left as it was
+
+    # A dask layer is checked block by block, after the info and the first
+    # chunks are written: a refusal takes them back, so saving again works.
+    labels = np.zeros((64, 64, 64), np.int64)
+    labels[-1, -1, -1] = -1
+    lazy = da.from_array(labels, chunks=32)
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "new", tmp_path / "empty"):
+        with pytest.raises(ExportRefusedError, match="nothing is left there"):
+            write_labels(str(target), lazy, {})
+    assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "empty") == []
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ExportRefusedError, match="left in the folder"):
+        write_labels(str(tmp_path / "busy"), lazy, {})
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    labels[-1, -1, -1] = 7
+    assert write_labels(str(tmp_path / "new"), da.from_array(labels, chunks=32), {})
+    np.testing.assert_array_equal(read_scales(tmp_path / "new")[1][0][0], labels)
 
 
 def test_export_widget_failure_is_shown_in_the_panel(make_napari_viewer, qtbot, tmp_path):

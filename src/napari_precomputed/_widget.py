@@ -22,6 +22,7 @@ from magicgui.widgets import (
     TupleEdit,
 )
 
+from .export import holds_dataset
 from .pyramid import pyramid_factors
 
 PLUGIN = "napari-precomputed"
@@ -59,11 +60,6 @@ def encodings_for(layer_type, dtype):
         out.remove(default)
         out.insert(0, default)
     return out
-
-
-def holds_dataset(path):
-    """True if ``path`` is the folder of a dataset (an ``info`` or ``info.gz``)."""
-    return any(os.path.exists(os.path.join(path, name)) for name in ("info", "info.gz"))
 
 
 def validate_options(volume_shape, encoding, chunk_size, path, overwrite, channels,

@@ -5,10 +5,12 @@ One single-layer writer per layer type: npe2 calls a writer whose
 Defaults: raw for images, compressed_segmentation for labels, 64^3 chunks, a
 pyramid down to one chunk (mean for images, mode for labels). An existing
 dataset is never replaced from here; the export panel has an overwrite
-option.
+option. A refused save into a new or empty folder leaves it as it was.
 """
 
+import contextlib
 import os
+import shutil
 import warnings
 
 from .errors import InvalidInfoError
@@ -25,20 +27,62 @@ class ExportRefusedError(Exception):
 
 def _write(path, data, meta, layer_type):
     from ._layer_export import info_for_layer, transforms_not_exported
-    from .export import export
+    from .export import export, holds_dataset
 
     path = os.fspath(path)
+    if os.path.isfile(path):
+        raise ExportRefusedError(f"cannot write {path}: it is a file; choose a folder")
+    if holds_dataset(path):
+        raise ExportRefusedError(
+            f"cannot write {path}: it holds a dataset already, which Save Layers never "
+            "replaces (the export panel can, with 'overwrite')")
+    # What the save writes into a folder that is new or empty is all its own,
+    # so a refusal half-way (a dask block whose values do not fit) can take it
+    # back; files that were there before are never touched.
+    existed = os.path.isdir(path)
+    owned = not existed or not os.listdir(path)
     try:
         volume, info = info_for_layer(data, meta, layer_type)
         dropped = transforms_not_exported(meta)
         if dropped:
-            warnings.warn(f"{path}: {dropped}", stacklevel=2)
+            _warn(f"{path}: {dropped}")
         export(volume, path, info, overwrite=False)
     except (ValueError, InvalidInfoError) as exc:
         # InvalidInfoError: the layer maps to an info the format (or
         # TensorStore) cannot hold, e.g. a translate beyond 2**62 voxels.
-        raise ExportRefusedError(f"cannot write {path}: {exc}") from exc
+        if owned:
+            _remove_written(path, existed)
+            left = "nothing is left there"
+        else:
+            left = "files written before the refusal are left in the folder"
+        raise ExportRefusedError(f"cannot write {path}: {exc} ({left})") from exc
     return [path]
+
+
+def _remove_written(path, keep_folder):
+    if not keep_folder:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for entry in os.listdir(path):
+        entry = os.path.join(path, entry)
+        if os.path.isdir(entry) and not os.path.islink(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry)
+
+
+def _warn(message):
+    """Tell the user: as a napari notification where napari shows them, else
+    as a Python warning. napari's File > Save dialog records the warnings of
+    a save and drops them when it succeeds, so a warning alone never reaches
+    the user there."""
+    from napari.utils.notifications import notification_manager, show_warning
+
+    if notification_manager.notification_ready.callbacks:
+        show_warning(message)
+    else:
+        warnings.warn(message, stacklevel=3)
 
 
 def write_image(path, data, meta):

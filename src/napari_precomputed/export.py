@@ -35,6 +35,11 @@ class ExportCancelled(Exception):
     """Raised inside the dask graph when an export is stopped."""
 
 
+def holds_dataset(path):
+    """True if the local folder ``path`` holds a dataset (an ``info`` or ``info.gz``)."""
+    return any(os.path.exists(os.path.join(path, name)) for name in ("info", "info.gz"))
+
+
 def default_encoding(type_):
     """compressed_segmentation for segmentations, raw for images."""
     return "compressed_segmentation" if type_ == "segmentation" else "raw"
