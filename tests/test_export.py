@@ -618,3 +618,40 @@ def test_encodings_offered_keep_the_values(layer_type, dtype, expected):
     from napari_precomputed._widget import encodings_for
 
     assert encodings_for(layer_type, dtype) == expected
+
+
+def test_export_widget_follows_the_layer_and_pauses_painting(make_napari_viewer, qtbot,
+                                                            tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((4, 16, 16), np.uint8), name="em")
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.encoding.choices == ("raw", "jpeg", "png", "compressed_segmentation")
+    widget.encoding.value = "png"
+
+    # A rename shows in the layer list, and in the folder the panel chose.
+    image.name = "renamed"
+    assert widget.layer.native.currentText() == "renamed"
+    assert os.path.basename(widget.output.value) == "renamed"
+
+    # New data or placement: what can be exported is worked out again.
+    image.data = np.zeros((4, 16, 16), np.float32)
+    assert widget.encoding.choices == ("raw",) and widget.encoding.value == "raw"
+    image.translate = (0.5, 0, 0)
+    assert any("translate" in p for p in widget.problems()) and not widget.export_button.enabled
+    image.translate = (0, 0, 0)
+    image.rotate = 30
+    assert "rotation is not exported" in widget.message.value
+
+    # A labels layer cannot be painted while the export reads it.
+    seg = viewer.add_labels(label_volume((1, 32, 64, 64), "uint32")[0], name="seg")
+    widget.layer.value = seg
+    widget.output.value = str(tmp_path / "seg")
+    widget.chunk_size.value = (8, 8, 8)
+    assert seg.editable
+    worker = widget.start_export()
+    assert not seg.editable and "paused" in widget.status.value
+    _wait_for(qtbot, widget, worker)
+    assert seg.editable and widget.status.value.startswith("Exported to")

@@ -28,6 +28,8 @@ from .pyramid import pyramid_factors
 PLUGIN = "napari-precomputed"
 # Above any pyramid a volume can have: it ends when every axis is one voxel.
 _MOST_LEVELS = 64
+# Layer events after which what can be exported may differ.
+_LAYER_EVENTS = ("data", "scale", "translate", "rotate", "shear", "affine", "units")
 
 
 def encodings_for(layer_type, dtype):
@@ -119,6 +121,8 @@ class ExportWidget(Container):
         self._steps = (0, 0)
         self._auto_output = None
         self._current_layer = None
+        self._followed = None
+        self._paused_painting = None
         self._last_output = None
         self._level_choices = None
 
@@ -158,6 +162,7 @@ class ExportWidget(Container):
         self.open_button.clicked.connect(self.open_result)
         self._viewer.layers.events.inserted.connect(self._refresh_layers)
         self._viewer.layers.events.removed.connect(self._refresh_layers)
+        self._viewer.layers.events.renamed.connect(self._on_renamed)
         self._refresh_layers()
 
     # layer and options -----------------------------------------------------
@@ -181,8 +186,40 @@ class ExportWidget(Container):
         if self.layer.value is not self._current_layer:
             self._on_layer_changed()
 
+    def _on_renamed(self, event=None):
+        self.layer.reset_choices()  # the combo shows names
+        layer = self.layer.value
+        if layer is not None and _path(self.output.value) == self._auto_output:
+            self._auto_output = os.path.join(os.path.expanduser("~"), layer.name)
+            self.output.value = self._auto_output
+
+    def _follow(self, layer):
+        """Listen to the data and transform of ``layer`` only."""
+        for followed, method in ((self._followed, "disconnect"), (layer, "connect")):
+            if followed is None:
+                continue
+            for name in _LAYER_EVENTS:
+                emitter = getattr(followed.events, name, None)
+                if emitter is not None:
+                    getattr(emitter, method)(self._on_layer_edited)
+        self._followed = layer
+
+    def _on_layer_edited(self, event=None):
+        """The layer's data or transform changed: new dtype, shape or placement."""
+        layer = self.layer.value
+        if layer is None:
+            return
+        choices = encodings_for(_layer_type(layer), _layer_dtype(layer))
+        if tuple(choices) != tuple(self.encoding.choices):
+            keep = self.encoding.value
+            self.encoding.choices = []
+            self.encoding.choices = choices
+            self.encoding.value = keep if keep in choices else (choices[0] if choices else None)
+        self._update()
+
     def _on_layer_changed(self, event=None):
         layer = self._current_layer = self.layer.value
+        self._follow(layer)
         # Never carry consent to replace a dataset over to another layer.
         self.overwrite.value = False
         if layer is None:
@@ -341,6 +378,12 @@ class ExportWidget(Container):
         self.cancel_button.enabled = True
         self.open_button.visible = False
         self.status.value = f"Exporting {layer.name} to {path}…"
+        if _layer_type(layer) == "labels" and layer.editable:
+            # The export reads the layer's array while it runs: painting it
+            # meanwhile would give scales that disagree with each other.
+            layer.editable = False
+            self._paused_painting = layer
+            self.status.value += "\nPainting this layer is paused until the export ends."
         self._update()
         worker.start()
         return worker
@@ -381,6 +424,9 @@ class ExportWidget(Container):
 
     def _on_worker_done(self):
         self._worker = None
+        if self._paused_painting is not None:
+            self._paused_painting.editable = True
+            self._paused_painting = None
         self.overwrite.value = False  # consent was for that export only
         self.cancel_button.enabled = False
         self._update()
