@@ -118,11 +118,13 @@ def test_layer_writers(make_napari_viewer, tmp_path):
 
 
 def test_writer_does_not_replace_an_existing_dataset(make_napari_viewer, tmp_path):
+    from napari_precomputed._writer import ExportRefusedError
+
     viewer = make_napari_viewer()
     layer = viewer.add_image(smooth_volume((1, 4, 8, 8), "uint8")[0])
     layer.save(str(tmp_path / "ds"), plugin=PLUGIN)
     before = (tmp_path / "ds" / "info").read_bytes()
-    with pytest.raises(Exception, match="already exists"):
+    with pytest.raises(ExportRefusedError, match="holds a dataset already"):
         layer.save(str(tmp_path / "ds"), plugin=PLUGIN)
     assert (tmp_path / "ds" / "info").read_bytes() == before
 
