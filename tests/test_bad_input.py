@@ -459,19 +459,25 @@ def _png(array, mode=None):
     return out.getvalue()
 
 
-def _png16_color(array):
-    """A 16-bit RGB or RGBA PNG, which Pillow reads but cannot write."""
-    height, width, channels = array.shape
-    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
+def _png_by_hand(array, depth, color_type, rows_kept=None):
+    """A PNG of (H, W) or (H, W, S) samples, written here, with an image
+    data stream that may end cleanly after ``rows_kept`` rows."""
+    height, width = array.shape[:2]
+    kind = ">u2" if depth == 16 else "u1"
+    rows = b"".join(b"\x00" + row.astype(kind).tobytes() for row in array[:rows_kept])
 
     def part(kind, data):
         return (struct.pack(">I", len(data)) + kind + data
                 + struct.pack(">I", zlib.crc32(kind + data)))
 
-    color_type = {3: 2, 4: 6}[channels]
-    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + part(b"IHDR", header) + part(b"IDAT", zlib.compress(rows))
             + part(b"IEND", b""))
+
+
+def _png16_color(array):
+    """A 16-bit RGB or RGBA PNG, which Pillow reads but cannot write."""
+    return _png_by_hand(array, 16, {3: 2, 4: 6}[array.shape[2]])
 
 
 def _jpeg(array, mode=None):
@@ -556,6 +562,8 @@ def _image_cases():
         ("png-full-size-at-border", "uint8", "png", 1, EDGE, good_png),
         ("png-edge-size-in-full-chunk", "uint8", "png", 1, FULL, _png(gray_edge)),
         ("png-truncated", "uint8", "png", 1, FULL, good_png[: len(good_png) // 2]),
+        # Pillow fills the missing rows with zeros; libpng refuses.
+        ("png-rows-missing", "uint8", "png", 1, FULL, _png_by_hand(gray, 8, 0, rows_kept=3)),
         ("png-signature-only", "uint8", "png", 1, FULL, good_png[:8]),
         ("png-bad-crc", "uint8", "png", 1, FULL,
          good_png[:29] + bytes([good_png[29] ^ 0xFF]) + good_png[30:]),

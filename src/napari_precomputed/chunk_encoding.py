@@ -11,7 +11,9 @@ import argparse
 import io
 import math
 import numbers
+import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -403,11 +405,11 @@ class _ImageChunkEncoder(ChunkEncoder):
             raise InvalidFormatError(
                 f"{what}: image mode {img.mode!r} does not hold {self.num_channels} "
                 f"channel(s) of {self.data_type}")
-        self._check_depth(buf, what)
+        self._check_decoded(buf, what)
         return img
 
-    def _check_depth(self, buf, what):
-        """Refuse samples of another bit depth than the data type's."""
+    def _check_decoded(self, buf, what):
+        """Refuse what the decoder let through (another bit depth, missing data)."""
 
     def _pixels_to_chunk(self, img, chunk_size):
         pixels = img if isinstance(img, np.ndarray) else np.asarray(img)
@@ -538,7 +540,7 @@ class PngChunkEncoder(_ImageChunkEncoder):
         img = self._open_image(buf, chunk_size)
         return self._pixels_to_chunk(img, chunk_size)
 
-    def _check_depth(self, buf, what):
+    def _check_decoded(self, buf, what):
         # Pillow opens 16-bit RGB(A) as 8-bit RGB(A), keeping the high bytes,
         # so the mode alone would let such a chunk pass for uint8 data. The
         # bit depth is byte 24 of a PNG: after the signature and the IHDR
@@ -549,6 +551,45 @@ class PngChunkEncoder(_ImageChunkEncoder):
             raise InvalidFormatError(
                 f"{what}: the PNG has {depth[0]}-bit samples, expected {expected}-bit "
                 f"for {self.data_type}")
+        _check_png_rows(buf, what)
+
+
+# Samples per pixel of each PNG colour type.
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Adam7 passes: (x start, x step, y start, y step).
+_ADAM7 = ((0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2),
+          (0, 1, 1, 2))
+
+
+def _check_png_rows(buf, what):
+    """Refuse a PNG whose compressed data ends before its last row.
+
+    Pillow fills the missing rows with zeros when the zlib stream ends early
+    but cleanly; libpng (TensorStore) refuses such a file. Inflating the data
+    once more costs about a third of decoding it.
+    """
+    view = memoryview(buf)
+    width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", view, 16)
+    bits = depth * _PNG_SAMPLES.get(colour, 1)
+    if interlace:
+        passes = [(-(-(width - x0) // dx), -(-(height - y0) // dy))
+                  for x0, dx, y0, dy in _ADAM7]
+    else:
+        passes = [(width, height)]
+    expected = sum(h * (1 + -(-w * bits // 8)) for w, h in passes if w > 0 and h > 0)
+    inflater = zlib.decompressobj()
+    got, pos = 0, 8
+    try:
+        while pos + 8 <= len(view) and got < expected:
+            length, kind = struct.unpack_from(">I4s", view, pos)
+            if kind == b"IDAT":
+                got += len(inflater.decompress(view[pos + 8:pos + 8 + length], expected - got))
+            pos += 12 + length
+    except zlib.error as exc:
+        raise InvalidFormatError(f"{what}: the PNG's image data is corrupt: {exc}") from exc
+    if got < expected:
+        raise InvalidFormatError(
+            f"{what}: the PNG's image data ends after {got} of {expected} bytes")
 
 
 class CompressedSegmentationEncoder(ChunkEncoder):
