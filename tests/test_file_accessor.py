@@ -166,3 +166,10 @@ def test_escaping_paths_are_refused(tmp_path):
     from napari_precomputed.errors import InvalidInfoError
     with pytest.raises(InvalidInfoError):
         acc.fetch_file("../secret")
+
+
+@pytest.mark.parametrize("level", [-1, 10, 12, 2.5, "9", True])
+def test_bad_compresslevel_is_refused_before_anything_is_written(tmp_path, level):
+    with pytest.raises(ValueError, match="compresslevel"):
+        get_accessor_for_url(str(tmp_path / "ds"), {"gzip": True, "compresslevel": level})
+    assert not (tmp_path / "ds").exists()

@@ -1,6 +1,7 @@
 """Access to a precomputed dataset stored in a local folder."""
 
 import gzip
+import numbers
 import os
 import pathlib
 import zlib
@@ -34,7 +35,8 @@ class FileAccessor(Accessor):
     :param bool gzip: compress raw and compressed_segmentation chunks as
         ``<name>.gz`` files (not readable by Neuroglancer or TensorStore
         without a server that sends them with Content-Encoding)
-    :param int compresslevel: gzip level, 1 to 9
+    :param int compresslevel: gzip level, 0 to 9
+    :raises ValueError: if compresslevel is not one
     """
 
     can_read = True
@@ -47,10 +49,15 @@ class FileAccessor(Accessor):
     bounded_fetch = True
 
     def __init__(self, base_dir, flat=True, gzip=False, compresslevel=9):
+        if type(compresslevel) is bool or not isinstance(compresslevel, numbers.Integral) \
+                or not 0 <= compresslevel <= 9:
+            # Checked here: the first chunk written would fail, after the info.
+            raise ValueError(f"gzip compresslevel must be an integer from 0 to 9, not "
+                             f"{compresslevel!r}")
         self.base_path = pathlib.Path(base_dir)
         self.flat = flat
         self.gzip = gzip
-        self.compresslevel = compresslevel
+        self.compresslevel = int(compresslevel)
         self._scale_dirs = {}
         self._made_scale_dirs = {}
 
