@@ -657,3 +657,27 @@ def test_export_widget_follows_the_layer_and_pauses_painting(make_napari_viewer,
     assert not seg.editable and "paused" in widget.status.value
     _wait_for(qtbot, widget, worker)
     assert seg.editable and widget.status.value.startswith("Exported to")
+
+
+def test_closing_the_viewer_stops_the_export(make_napari_viewer, qtbot, tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    seg = viewer.add_labels(label_volume((1, 128, 128, 128), "uint32")[0], name="seg")
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.layer.value = seg
+    widget.output.value = str(tmp_path / "seg")
+    widget.chunk_size.value = (8, 8, 8)
+    worker = widget.start_export()
+    qtbot.waitUntil(lambda: widget._steps[0] > 0, timeout=20000)
+    viewer.close()
+    # The worker ends after the chunks in flight, and its last signals do not
+    # reach the deleted panel (which would abort the application).
+    qtbot.waitUntil(lambda: not worker.is_running and seg.editable, timeout=20000)
+    chunks = [p for p in (tmp_path / "seg").rglob("*-*_*-*_*-*") if p.is_file()]
+    assert 0 < len(chunks) < 4096 + 512 + 64 + 8 + 1
+    io = get_IO_for_existing_dataset(get_accessor_for_url(str(tmp_path / "seg")))
+    for path in chunks[:50]:
+        x, y, z = (tuple(int(v) for v in part.split("-")) for part in path.name.split("_"))
+        io.read_chunk(path.parent.name, (*x, *y, *z))

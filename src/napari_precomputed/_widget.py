@@ -163,6 +163,10 @@ class ExportWidget(Container):
         self._viewer.layers.events.inserted.connect(self._refresh_layers)
         self._viewer.layers.events.removed.connect(self._refresh_layers)
         self._viewer.layers.events.renamed.connect(self._on_renamed)
+        # Closing the viewer destroys the panel: stop its export with it. (A
+        # lambda, since Qt holds bound methods weakly.)
+        self._closed = False
+        self.native.destroyed.connect(lambda *_: self._on_closed())
         self._refresh_layers()
 
     # layer and options -----------------------------------------------------
@@ -400,12 +404,21 @@ class ExportWidget(Container):
             return self._viewer.open(self._last_output, plugin=PLUGIN)
         return []
 
+    def _on_closed(self):
+        # The worker's last signals must not reach the deleted Qt widgets.
+        self._closed = True
+        self._cancel.set()
+
     def _on_progress(self, step):
+        if self._closed:
+            return
         done, total = self._steps = step
         self.progress.max = max(total, 1)
         self.progress.value = done
 
     def _on_returned(self, path):
+        if self._closed:
+            return
         done, total = self._steps
         if self._cancel.is_set() and done < total:
             self.status.value = ("Export cancelled. The chunks written are complete; "
@@ -416,6 +429,8 @@ class ExportWidget(Container):
         self.open_button.visible = True
 
     def _on_error(self, exc, path):
+        if self._closed:
+            return
         status = f"Export failed: {exc}"
         if holds_dataset(path):
             status += (f"\nWhat was written to {path} is complete chunk files; tick "
@@ -427,6 +442,8 @@ class ExportWidget(Container):
         if self._paused_painting is not None:
             self._paused_painting.editable = True
             self._paused_painting = None
+        if self._closed:
+            return
         self.overwrite.value = False  # consent was for that export only
         self.cancel_button.enabled = False
         self._update()
