@@ -407,7 +407,11 @@ class ExportWidget(Container):
     def _on_closed(self):
         # The worker's last signals must not reach the deleted Qt widgets.
         self._closed = True
-        self._cancel.set()
+        # When the panel is garbage-collected with its Qt widget, its
+        # attributes may be cleared before this runs; nothing is exporting then.
+        cancel = getattr(self, "_cancel", None)
+        if cancel is not None:
+            cancel.set()
 
     def _on_progress(self, step):
         if self._closed:
