@@ -35,10 +35,6 @@ class Accessor:
 
     can_read = False
     can_write = False
-    #: True if :meth:`fetch_chunk` and :meth:`fetch_chunk_range` take a
-    #: ``max_size`` keyword: the most bytes the caller accepts for the chunk,
-    #: so that a compressed file (``.gz``) stops inflating there.
-    bounded_fetch = False
 
     def file_exists(self, relative_path):
         """Test existence of a file relative to the base directory.
@@ -75,6 +71,13 @@ class Accessor:
 
     def fetch_chunk(self, key, chunk_coords):
         """Fetch a chunk from the dataset.
+
+        Accessors that store chunks compressed (``.gz``) may take a
+        ``max_size`` keyword as well: the most bytes the caller accepts for
+        the chunk, so that a corrupt file stops inflating there.
+        :class:`~napari_precomputed.precomputed_io.PrecomputedIO` passes it
+        when the method's signature has it (and to :meth:`fetch_chunk_range`
+        likewise).
 
         :param str key: the ``key`` of the chunk's scale
         :param tuple chunk_coords: (xmin, xmax, ymin, ymax, zmin, zmax)

@@ -46,7 +46,6 @@ class FileAccessor(Accessor):
     #: Files written from several threads at once contend in the kernel; see
     #: :mod:`napari_precomputed.store_queue`.
     serial_stores = True
-    bounded_fetch = True
 
     def __init__(self, base_dir, flat=True, gzip=False, compresslevel=9):
         if type(compresslevel) is bool or not isinstance(compresslevel, numbers.Integral) \

@@ -5,6 +5,7 @@ The central component here is the :class:`PrecomputedIO` base class. Use
 instantiating a concrete accessor object.
 """
 
+import inspect
 import json
 
 import numpy as np
@@ -95,6 +96,8 @@ class PrecomputedIO:
         # used in integer arithmetic and array shapes everywhere after this.
         self._info = info = integral_info(info)
         self.accessor = accessor
+        self._bounded_fetch = _takes_max_size(getattr(accessor, "fetch_chunk", None))
+        self._bounded_range = _takes_max_size(getattr(accessor, "fetch_chunk_range", None))
         self._scales = {}
         self._encoders = {}
         for scale_info in info["scales"]:
@@ -217,13 +220,13 @@ class PrecomputedIO:
     def fetch_encoded_chunk(self, scale_key, chunk_coords):
         """The stored bytes of a chunk, for :meth:`decode_chunk`.
 
-        Accessors that can (``bounded_fetch``) are told the most bytes a
-        chunk of this size can take, so that a compressed file that inflates
-        beyond it is refused early.
+        Accessors whose ``fetch_chunk`` takes ``max_size`` are told the most
+        bytes a chunk of this size can take, so that a compressed file that
+        inflates beyond it is refused early.
 
         :raises DataAccessError: as :meth:`read_chunk`
         """
-        if getattr(self.accessor, "bounded_fetch", False):
+        if self._bounded_fetch:
             limit = self._encoders[scale_key].max_encoded_size(chunk_shape(chunk_coords))
             return self.accessor.fetch_chunk(scale_key, chunk_coords, max_size=limit)
         return self.accessor.fetch_chunk(scale_key, chunk_coords)
@@ -259,7 +262,7 @@ class PrecomputedIO:
         fetch_range = getattr(self.accessor, "fetch_chunk_range", None)
         try:
             if byte_range is not None and fetch_range is not None:
-                if getattr(self.accessor, "bounded_fetch", False):
+                if self._bounded_range:
                     data, total = fetch_range(scale_key, chunk_coords, *byte_range,
                                               max_size=encoder.max_encoded_size(size))
                 else:
@@ -336,3 +339,10 @@ class PrecomputedIO:
         self.accessor.store_chunk(buf, scale_key, chunk_coords,
                                   mime_type=self._encoders[scale_key].mime_type)
 
+
+def _takes_max_size(method):
+    """True if an accessor method takes ``max_size`` (see Accessor.fetch_chunk)."""
+    try:
+        return "max_size" in inspect.signature(method).parameters
+    except (TypeError, ValueError):  # None, or no signature to read
+        return False
