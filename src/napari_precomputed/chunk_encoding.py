@@ -307,7 +307,8 @@ class ChunkEncoder:
         return (self.num_channels, z, y, x)
 
     def _raw_size(self, chunk_size):
-        return math.prod(self._shape(chunk_size)) * self.dtype.itemsize
+        x, y, z = chunk_size
+        return int(x) * int(y) * int(z) * self.num_channels * self.dtype.itemsize
 
 
 class RawChunkEncoder(ChunkEncoder):

@@ -104,9 +104,11 @@ class FileAccessor(Accessor):
         return scale_dir
 
     def _chunk_paths(self, key, chunk_coords):
+        """The flat, then the nested path of a chunk (made only if asked for:
+        reads mostly stop at the flat one)."""
         scale_dir = self._scale_dir(key)
-        return (os.path.join(scale_dir, chunk_name(chunk_coords)),
-                os.path.join(scale_dir, nested_chunk_name(chunk_coords)))
+        yield os.path.join(scale_dir, chunk_name(chunk_coords))
+        yield os.path.join(scale_dir, nested_chunk_name(chunk_coords))
 
     def fetch_chunk(self, key, chunk_coords, max_size=None):
         for path in self._chunk_paths(key, chunk_coords):

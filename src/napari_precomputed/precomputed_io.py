@@ -255,7 +255,12 @@ class PrecomputedIO:
         :raises DataAccessError: as :meth:`read_chunk`
         :raises InvalidFormatError: if the chunk cannot be decoded, naming it
         """
-        chunk_coords = self._check_coords(scale_key, chunk_coords)
+        return self._read_chunk_z_range(scale_key, self._check_coords(scale_key, chunk_coords),
+                                        z_start, z_stop)
+
+    def _read_chunk_z_range(self, scale_key, chunk_coords, z_start, z_stop):
+        # For coordinates known to be on the grid (read_region's): checking
+        # them again costs a fifth of a raw plane read.
         encoder = self._encoders[scale_key]
         size = chunk_shape(chunk_coords)
         byte_range = encoder.z_byte_range(size, z_start, z_stop)

@@ -93,7 +93,7 @@ def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None, z_s
             buf = io.fetch_encoded_chunk(scale_key, coords)
             chunk = io.decode_chunk(buf, scale_key, coords)
         else:
-            chunk, first = io.read_chunk_z_range(scale_key, coords, *z_slab)
+            chunk, first = io._read_chunk_z_range(scale_key, coords, *z_slab)
     except ChunkNotFoundError:
         if missing == "error":
             raise
