@@ -5,6 +5,7 @@ The central component here is the :class:`PrecomputedIO` base class. Use
 instantiating a concrete accessor object.
 """
 
+import functools
 import inspect
 import json
 
@@ -96,8 +97,8 @@ class PrecomputedIO:
         # used in integer arithmetic and array shapes everywhere after this.
         self._info = info = integral_info(info)
         self.accessor = accessor
-        self._bounded_fetch = _takes_max_size(getattr(accessor, "fetch_chunk", None))
-        self._bounded_range = _takes_max_size(getattr(accessor, "fetch_chunk_range", None))
+        self._bounded_fetch = _takes_max_size(accessor, "fetch_chunk")
+        self._bounded_range = _takes_max_size(accessor, "fetch_chunk_range")
         self._scales = {}
         self._encoders = {}
         for scale_info in info["scales"]:
@@ -345,9 +346,20 @@ class PrecomputedIO:
                                   mime_type=self._encoders[scale_key].mime_type)
 
 
-def _takes_max_size(method):
+def _takes_max_size(accessor, name):
     """True if an accessor method takes ``max_size`` (see Accessor.fetch_chunk)."""
+    method = getattr(accessor, name, None)
+    # Reading a signature costs a third of opening a dataset: once per class.
+    function = getattr(method, "__func__", None)
     try:
-        return "max_size" in inspect.signature(method).parameters
+        return _has_max_size(method if function is None else function)
+    except TypeError:  # unhashable: not worth caching
+        return _has_max_size.__wrapped__(method)
+
+
+@functools.lru_cache(maxsize=64)
+def _has_max_size(callable_):
+    try:
+        return "max_size" in inspect.signature(callable_).parameters
     except (TypeError, ValueError):  # None, or no signature to read
         return False
