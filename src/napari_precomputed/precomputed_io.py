@@ -97,8 +97,8 @@ class PrecomputedIO:
         # used in integer arithmetic and array shapes everywhere after this.
         self._info = info = integral_info(info)
         self.accessor = accessor
-        self._bounded_fetch = _takes_max_size(accessor, "fetch_chunk")
-        self._bounded_range = _takes_max_size(accessor, "fetch_chunk_range")
+        self._bounded_fetch = _takes_max_size(type(accessor), "fetch_chunk")
+        self._bounded_range = _takes_max_size(type(accessor), "fetch_chunk_range")
         self._scales = {}
         self._encoders = {}
         for scale_info in info["scales"]:
@@ -346,20 +346,12 @@ class PrecomputedIO:
                                   mime_type=self._encoders[scale_key].mime_type)
 
 
-def _takes_max_size(accessor, name):
-    """True if an accessor method takes ``max_size`` (see Accessor.fetch_chunk)."""
-    method = getattr(accessor, name, None)
-    # Reading a signature costs a third of opening a dataset: once per class.
-    function = getattr(method, "__func__", None)
-    try:
-        return _has_max_size(method if function is None else function)
-    except TypeError:  # unhashable: not worth caching
-        return _has_max_size.__wrapped__(method)
-
-
 @functools.lru_cache(maxsize=64)
-def _has_max_size(callable_):
+def _takes_max_size(accessor_class, name):
+    """True if an accessor class's method takes ``max_size`` (see
+    Accessor.fetch_chunk); read once per class, since reading a signature
+    costs a third of opening a dataset."""
     try:
-        return "max_size" in inspect.signature(callable_).parameters
-    except (TypeError, ValueError):  # None, or no signature to read
+        return "max_size" in inspect.signature(getattr(accessor_class, name)).parameters
+    except (AttributeError, TypeError, ValueError):  # no such method, or no signature
         return False
