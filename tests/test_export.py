@@ -492,11 +492,12 @@ def test_writers_refuse_a_file_or_a_dataset_and_take_back_a_refused_save(make_na
         with pytest.raises(ExportRefusedError, match="nothing is left there"):
             write_labels(str(target), lazy, {})
     assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "empty") == []
+    # Other files are never mixed with a dataset's (the panel asks instead).
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(ExportRefusedError, match="left in the folder"):
-        write_labels(str(tmp_path / "busy"), lazy, {})
-    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    with pytest.raises(ExportRefusedError, match="holds other files"):
+        write_labels(str(tmp_path / "busy"), da.from_array(labels + 1, chunks=32), {})
+    assert os.listdir(tmp_path / "busy") == ["notes.txt"]
     labels[-1, -1, -1] = 7
     assert write_labels(str(tmp_path / "new"), da.from_array(labels, chunks=32), {})
     np.testing.assert_array_equal(read_scales(tmp_path / "new")[1][0][0], labels)

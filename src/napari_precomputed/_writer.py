@@ -5,7 +5,8 @@ One single-layer writer per layer type: npe2 calls a writer whose
 Defaults: raw for images, compressed_segmentation for labels, 64^3 chunks, a
 pyramid down to one chunk (mean for images, mode for labels). An existing
 dataset is never replaced from here; the export panel has an overwrite
-option. A refused save into a new or empty folder leaves it as it was.
+option. Saves go to a new or empty folder, and a refused save leaves it as
+it was.
 """
 
 import contextlib
@@ -36,11 +37,12 @@ def _write(path, data, meta, layer_type):
         raise ExportRefusedError(
             f"cannot write {path}: it holds a dataset already, which Save Layers never "
             "replaces (the export panel can, with 'overwrite')")
-    # What the save writes into a folder that is new or empty is all its own,
-    # so a refusal half-way (a dask block whose values do not fit) can take it
-    # back; files that were there before are never touched.
     existed = os.path.isdir(path)
-    owned = not existed or not os.listdir(path)
+    if existed and os.listdir(path):
+        # Nothing to ask the user here (the panel does): a dataset's files
+        # would be mixed with theirs.
+        raise ExportRefusedError(
+            f"cannot write {path}: the folder holds other files; choose a new or empty one")
     try:
         volume, info = info_for_layer(data, meta, layer_type)
         dropped = transforms_not_exported(meta)
@@ -50,12 +52,11 @@ def _write(path, data, meta, layer_type):
     except (ValueError, InvalidInfoError) as exc:
         # InvalidInfoError: the layer maps to an info the format (or
         # TensorStore) cannot hold, e.g. a translate beyond 2**62 voxels.
-        if owned:
-            _remove_written(path, existed)
-            left = "nothing is left there"
-        else:
-            left = "files written before the refusal are left in the folder"
-        raise ExportRefusedError(f"cannot write {path}: {exc} ({left})") from exc
+        # Everything in the folder is this save's: a refusal half-way (a dask
+        # block whose values do not fit) takes it back.
+        _remove_written(path, existed)
+        raise ExportRefusedError(f"cannot write {path}: {exc} (nothing is left there)") \
+            from exc
     return [path]
 
 
