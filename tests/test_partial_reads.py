@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import label_volume, smooth_volume
+from conftest import label_volume, make_info, smooth_volume
 from PIL import Image
 
 from napari_precomputed import compressed_segmentation, jpeg_bands
@@ -15,7 +15,7 @@ from napari_precomputed.errors import ChunkNotFoundError, InvalidFormatError
 from napari_precomputed.file_accessor import FileAccessor
 from napari_precomputed.lazy_array import PrecomputedArray
 from napari_precomputed.precomputed_io import get_IO_for_existing_dataset
-from napari_precomputed.volume import read_region
+from napari_precomputed.volume import read_region, write_region
 
 COORDS = (0, 4, -2, 0, 10, 11)
 
@@ -239,3 +239,30 @@ def test_read_region_into_out_zeros_what_lies_past_the_scale(new_dataset):
     got = read_region(io, "s0", (0, 0, 0), (6, 1, 1), out=out)
     assert got is out
     np.testing.assert_array_equal(out[0, 0, 0], [*volume[0, 0, 0, :2], 0, 0, 0, 0])
+
+
+def test_subclass_with_the_reference_fetch_chunk_signature_still_reads(tmp_path):
+    # Subclasses that override fetch_chunk(key, chunk_coords) without
+    # max_size (as the reference API has it) keep working, .gz and missing
+    # chunks included, for whole chunks and planes.
+    from napari_precomputed.precomputed_io import get_IO_for_new_dataset
+
+    calls = []
+
+    class Counting(FileAccessor):
+        def fetch_chunk(self, key, chunk_coords):
+            calls.append(chunk_coords)
+            return super().fetch_chunk(key, chunk_coords)
+
+    volume = smooth_volume((1, 8, 8, 16), "uint8")
+    info = make_info(size=(16, 8, 8), chunk_size=(8, 8, 8))
+    io_ = get_IO_for_new_dataset(info, FileAccessor(str(tmp_path), gzip=True))
+    write_region(io_, "s0", volume)
+    (tmp_path / "s0" / "8-16_0-8_0-8.gz").unlink()
+    io_ = get_IO_for_existing_dataset(Counting(str(tmp_path)))
+    expected = volume.copy()
+    expected[..., 8:] = 0
+    np.testing.assert_array_equal(read_region(io_, "s0", (0, 0, 0), (16, 8, 8)), expected)
+    np.testing.assert_array_equal(read_region(io_, "s0", (0, 0, 3), (16, 8, 4)),
+                                  expected[:, 3:4])
+    assert calls

@@ -6,6 +6,8 @@ the accessor for a path or URL; other storage back ends register a URL scheme
 with :func:`register_accessor_scheme`.
 """
 
+import functools
+import inspect
 import os
 import urllib.parse
 
@@ -120,6 +122,17 @@ class Accessor:
     def describe(self, relative_path=""):
         """Human-readable location of a file, for error messages."""
         return relative_path
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_max_size(accessor_class, name):
+    """True if an accessor class's method takes ``max_size`` (see
+    :meth:`Accessor.fetch_chunk`); read once per class, since reading a
+    signature costs a third of opening a dataset."""
+    try:
+        return "max_size" in inspect.signature(getattr(accessor_class, name)).parameters
+    except (AttributeError, TypeError, ValueError):  # no such method, or no signature
+        return False
 
 
 _SCHEMES = {}

@@ -647,8 +647,9 @@ class CompressedSegmentationEncoder(ChunkEncoder):
         return slab, first
 
     def max_encoded_size(self, chunk_size):
-        # Header offsets are 24-bit word counts, so a channel ends at most one
-        # block's values and table past 2**24 words, wherever a writer put them.
+        # TensorStore and Neuroglancer read header offsets as 24-bit word
+        # counts, so a chunk they read ends at most one block's values and
+        # table past 2**24 words per channel, wherever a writer put them.
         block_voxels = math.prod(self.block_size)
         words = (1 << 24) + block_voxels * (1 + self.dtype.itemsize // 4)
         return 4 * self.num_channels * (1 + words)

@@ -6,7 +6,7 @@ import os
 import pathlib
 import zlib
 
-from .accessor import Accessor
+from .accessor import Accessor, _takes_max_size
 from .errors import ChunkNotFoundError, DataAccessError
 from .info import chunk_name, nested_chunk_name, resolve_scale_key
 
@@ -135,8 +135,12 @@ class FileAccessor(Accessor):
                 raise DataAccessError(f"cannot read {path}: {exc}") from exc
             finally:
                 os.close(fd)
-        # The whole chunk (inflated), or the error saying it is missing.
-        buf = self.fetch_chunk(key, chunk_coords, max_size)
+        # The whole chunk (inflated), or the error saying it is missing,
+        # through fetch_chunk as a subclass may have redefined it.
+        if max_size is not None and _takes_max_size(type(self), "fetch_chunk"):
+            buf = self.fetch_chunk(key, chunk_coords, max_size=max_size)
+        else:
+            buf = self.fetch_chunk(key, chunk_coords)
         return bytes(memoryview(buf)[start:stop]), len(buf)
 
     def store_chunk(self, buf, key, chunk_coords, mime_type="application/octet-stream",

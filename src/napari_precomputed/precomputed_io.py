@@ -5,12 +5,11 @@ The central component here is the :class:`PrecomputedIO` base class. Use
 instantiating a concrete accessor object.
 """
 
-import functools
-import inspect
 import json
 
 import numpy as np
 
+from .accessor import _takes_max_size
 from .chunk_encoding import get_encoder
 from .errors import (
     InvalidChunkCoordsError,
@@ -344,14 +343,3 @@ class PrecomputedIO:
         chunk_coords = self._check_coords(scale_key, chunk_coords)
         self.accessor.store_chunk(buf, scale_key, chunk_coords,
                                   mime_type=self._encoders[scale_key].mime_type)
-
-
-@functools.lru_cache(maxsize=64)
-def _takes_max_size(accessor_class, name):
-    """True if an accessor class's method takes ``max_size`` (see
-    Accessor.fetch_chunk); read once per class, since reading a signature
-    costs a third of opening a dataset."""
-    try:
-        return "max_size" in inspect.signature(getattr(accessor_class, name)).parameters
-    except (AttributeError, TypeError, ValueError):  # no such method, or no signature
-        return False
