@@ -633,11 +633,14 @@ def test_export_widget_follows_the_layer_and_pauses_painting(make_napari_viewer,
     viewer.window.add_dock_widget(widget)
     assert widget.encoding.choices == ("raw", "jpeg", "png", "compressed_segmentation")
     widget.encoding.value = "png"
+    widget.method.value = "stride"
 
-    # A rename shows in the layer list, and in the folder the panel chose.
+    # A rename shows in the layer list, and in the folder the panel chose;
+    # the options chosen stay.
     image.name = "renamed"
     assert widget.layer.native.currentText() == "renamed"
     assert os.path.basename(widget.output.value) == "renamed"
+    assert (widget.encoding.value, widget.method.value) == ("png", "stride")
 
     # New data or placement: what can be exported is worked out again.
     image.data = np.zeros((4, 16, 16), np.float32)
@@ -653,11 +656,12 @@ def test_export_widget_follows_the_layer_and_pauses_painting(make_napari_viewer,
     widget.layer.value = seg
     widget.output.value = str(tmp_path / "seg")
     widget.chunk_size.value = (8, 8, 8)
-    assert seg.editable
+    seg.mode = "paint"
     worker = widget.start_export()
     assert not seg.editable and "paused" in widget.status.value
     _wait_for(qtbot, widget, worker)
-    assert seg.editable and widget.status.value.startswith("Exported to")
+    assert seg.editable and seg.mode == "paint"
+    assert widget.status.value.startswith("Exported to")
 
 
 def test_closing_the_viewer_stops_the_export(make_napari_viewer, qtbot, tmp_path):

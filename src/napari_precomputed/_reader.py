@@ -49,12 +49,10 @@ def _is_volume_info(info_path):
         # A FIFO or device named info would block the read, and napari with it.
         fd = os.open(info_path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
                      | getattr(os, "O_BINARY", 0))
-        try:
+        with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return False
-            head = os.read(fd, _SNIFF_BYTES)
-        finally:
-            os.close(fd)
+            head = f.read(_SNIFF_BYTES)
     except OSError:
         return False
     if b"neuroglancer_multiscale_volume" in head:

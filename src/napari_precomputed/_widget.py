@@ -152,7 +152,7 @@ class ExportWidget(Container):
                      self.method, self.gzip, self.overwrite, self.message, self.status, self.progress,
                      self.export_button, self.cancel_button, self.open_button])
 
-        self.layer.changed.connect(self._on_layer_changed)
+        self.layer.changed.connect(self._on_layer_chosen)
         for widget in (self.encoding, self.overwrite, self.chunk_size, self.jpeg_plane,
                        self.gzip):
             widget.changed.connect(self._update)
@@ -220,6 +220,12 @@ class ExportWidget(Container):
             self.encoding.choices = choices
             self.encoding.value = keep if keep in choices else (choices[0] if choices else None)
         self._update()
+
+    def _on_layer_chosen(self, event=None):
+        # The combo says "changed" when it is refilled (a rename) with the
+        # same layer chosen: the user's options stay.
+        if self.layer.value is not self._current_layer:
+            self._on_layer_changed()
 
     def _on_layer_changed(self, event=None):
         layer = self._current_layer = self.layer.value
@@ -385,8 +391,8 @@ class ExportWidget(Container):
         if _layer_type(layer) == "labels" and layer.editable:
             # The export reads the layer's array while it runs: painting it
             # meanwhile would give scales that disagree with each other.
+            self._paused_painting = (layer, layer.mode)
             layer.editable = False
-            self._paused_painting = layer
             self.status.value += "\nPainting this layer is paused until the export ends."
         self._update()
         worker.start()
@@ -444,8 +450,12 @@ class ExportWidget(Container):
     def _on_worker_done(self):
         self._worker = None
         if self._paused_painting is not None:
-            self._paused_painting.editable = True
+            layer, mode = self._paused_painting
             self._paused_painting = None
+            # Unless napari made it read-only meanwhile (multiscale data).
+            if not layer.editable and not layer.multiscale:
+                layer.editable = True
+                layer.mode = mode
         if self._closed:
             return
         self.overwrite.value = False  # consent was for that export only
