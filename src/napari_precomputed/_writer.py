@@ -55,8 +55,9 @@ def _write(path, data, meta, layer_type):
         # Everything in the folder is this save's: a refusal half-way (a dask
         # block whose values do not fit) takes it back.
         _remove_written(path, existed)
-        raise ExportRefusedError(f"cannot write {path}: {exc} (nothing is left there)") \
-            from exc
+        left = ("some of its files could not be removed" if os.path.isdir(path)
+                and os.listdir(path) else "nothing is left there")
+        raise ExportRefusedError(f"cannot write {path}: {exc} ({left})") from exc
     return [path]
 
 
