@@ -221,7 +221,9 @@ def test_tensorstore_reads_the_export(tmp_path):
 
 
 def test_cancel_leaves_complete_chunks_and_overwrite_repairs(tmp_path):
-    volume = smooth_volume((1, 32, 64, 64), "uint16")
+    # Big enough (600 chunks) to be still writing when the second progress
+    # report (20 ms after the first) comes.
+    volume = smooth_volume((1, 64, 128, 128), "uint16")
     info = make_info(volume.shape, volume.dtype, chunk_size=(16, 16, 8))
     steps = iter_export(volume, str(tmp_path / "ds"), info)
     for done, total in steps:
@@ -590,7 +592,8 @@ def test_export_runs_on_a_dask_distributed_cluster(tmp_path):
                                        scheduler=client, cancel=cancel):
             if done >= 3:
                 cancel.set()
-    assert steps[-1] == (steps[-1][1], steps[-1][1]) and len(steps) == steps[-1][1] + 1
+    assert steps[0] == (0, steps[-1][1]) and steps[-1] == (steps[-1][1], steps[-1][1])
+    assert all(a[0] < b[0] for a, b in zip(steps, steps[1:]))
     for _ in iter_export(volume, str(tmp_path / "threads"), info):
         pass
     got, expected = read_scales(tmp_path / "cluster")[1], read_scales(tmp_path / "threads")[1]
