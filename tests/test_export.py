@@ -628,6 +628,8 @@ def test_encodings_offered_keep_the_values(layer_type, dtype, expected):
 
 def test_export_widget_follows_the_layer_and_pauses_painting(make_napari_viewer, qtbot,
                                                             tmp_path):
+    from qtpy.QtCore import Qt
+
     from napari_precomputed._widget import ExportWidget
 
     viewer = make_napari_viewer()
@@ -654,17 +656,58 @@ def test_export_widget_follows_the_layer_and_pauses_painting(make_napari_viewer,
     image.rotate = 30
     assert "rotation is not exported" in widget.message.value
 
-    # A labels layer cannot be painted while the export reads it.
-    seg = viewer.add_labels(label_volume((1, 32, 64, 64), "uint32")[0], name="seg")
+    # A labels layer cannot be painted while the export reads it, and keeps
+    # its undo history (napari clears it when a layer stops being editable).
+    seg = viewer.add_labels(label_volume((1, 64, 64, 64), "uint32")[0], name="seg")
     widget.layer.value = seg
     widget.output.value = str(tmp_path / "seg")
     widget.chunk_size.value = (8, 8, 8)
     seg.mode = "paint"
+    before = seg.data.copy()
+    seg.data_setitem((np.array([0]), np.array([0]), np.array([0])), 99)  # undoable
+    viewer.layers.selection.active = seg
+    controls = viewer.window._qt_viewer.controls.widgets[seg]
     worker = widget.start_export()
-    assert not seg.editable and "paused" in widget.status.value
+    assert seg.mode == "pan_zoom" and "paused" in widget.status.value
+    seg.mode = "fill"  # as the layer controls' fill button does
+    assert seg.mode == "pan_zoom" and controls.panzoom_button.isChecked()
+    seg.mode = "pick"
+    # napari's undo ignores `editable`: its key is paused on the layer.
+    canvas = viewer.window._qt_viewer.canvas.native
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert widget._edit_pause is not None, "the export ended before the key press"
+    assert seg.data[0, 0, 0] == 99
     _wait_for(qtbot, widget, worker)
-    assert seg.editable and seg.mode == "paint"
     assert widget.status.value.startswith("Exported to")
+    assert read_scales(tmp_path / "seg")[1][0][0, 0, 0, 0] == 99
+    # Another harmless tool chosen meanwhile stays; undo works again.
+    assert seg.mode == "pick" and seg.editable
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    np.testing.assert_array_equal(seg.data, before)
+    # Without a tool change, the painting tool comes back.
+    seg.mode = "erase"
+    widget.overwrite.value = True
+    _wait_for(qtbot, widget, widget.start_export())
+    assert seg.mode == "erase"
+
+
+def test_closing_the_panel_stops_its_export(make_napari_viewer, qtbot, tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    seg = viewer.add_labels(label_volume((1, 128, 128, 128), "uint32")[0], name="seg")
+    widget = ExportWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget)
+    widget.layer.value = seg
+    widget.output.value = str(tmp_path / "seg")
+    widget.chunk_size.value = (8, 8, 8)
+    worker = widget.start_export()
+    qtbot.waitUntil(lambda: widget._steps[0] > 0, timeout=20000)
+    # The dock's close button: napari takes the panel out, without deleting it.
+    dock.destroyOnClose()
+    qtbot.waitUntil(lambda: not worker.is_running and seg.editable, timeout=20000)
+    done, total = widget._steps
+    assert done < total and widget.status.value.startswith("Export cancelled")
 
 
 def test_closing_the_viewer_stops_the_export(make_napari_viewer, qtbot, tmp_path):

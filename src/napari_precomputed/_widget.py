@@ -122,7 +122,7 @@ class ExportWidget(Container):
         self._auto_output = None
         self._current_layer = None
         self._followed = None
-        self._paused_painting = None
+        self._edit_pause = None
         self._last_output = None
         self._level_choices = None
 
@@ -167,6 +167,9 @@ class ExportWidget(Container):
         # lambda, since Qt holds bound methods weakly.)
         self._closed = False
         self.native.destroyed.connect(lambda *_: self._on_closed())
+        # The close button of napari's dock unparents the panel instead:
+        # its export would run on where nobody sees or can cancel it.
+        self.native_parent_changed.connect(self._on_parent_changed)
         self._refresh_layers()
 
     # layer and options -----------------------------------------------------
@@ -388,12 +391,12 @@ class ExportWidget(Container):
         self.cancel_button.enabled = True
         self.open_button.visible = False
         self.status.value = f"Exporting {layer.name} to {path}…"
-        if _layer_type(layer) == "labels" and layer.editable:
-            # The export reads the layer's array while it runs: painting it
-            # meanwhile would give scales that disagree with each other.
-            self._paused_painting = (layer, layer.mode)
-            layer.editable = False
-            self.status.value += "\nPainting this layer is paused until the export ends."
+        if _layer_type(layer) == "labels":
+            from ._edit_pause import LabelsEditPause
+
+            self._edit_pause = LabelsEditPause(layer)
+            self.status.value += ("\nPainting, undo and redo of this layer are paused until "
+                                  "the export ends.")
         self._update()
         worker.start()
         return worker
@@ -418,6 +421,10 @@ class ExportWidget(Container):
         cancel = getattr(self, "_cancel", None)
         if cancel is not None:
             cancel.set()
+
+    def _on_parent_changed(self, parent):
+        if parent is None and self._worker is not None:
+            self.cancel_export()
 
     def _on_progress(self, step):
         if self._closed:
@@ -449,13 +456,9 @@ class ExportWidget(Container):
 
     def _on_worker_done(self):
         self._worker = None
-        if self._paused_painting is not None:
-            layer, mode = self._paused_painting
-            self._paused_painting = None
-            # Unless napari made it read-only meanwhile (multiscale data).
-            if not layer.editable and not layer.multiscale:
-                layer.editable = True
-                layer.mode = mode
+        if self._edit_pause is not None:
+            self._edit_pause.end()
+            self._edit_pause = None
         if self._closed:
             return
         self.overwrite.value = False  # consent was for that export only
