@@ -494,6 +494,16 @@ def test_writers_refuse_a_file_or_a_dataset_and_take_back_a_refused_save(make_na
         with pytest.raises(ExportRefusedError, match="nothing is left there"):
             write_labels(str(target), lazy, {})
     assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "empty") == []
+    # Folders the save made on the way are taken back too; a Finder's
+    # .DS_Store is not the user's data, and is left where it was.
+    (tmp_path / "shown").mkdir()
+    (tmp_path / "shown" / ".DS_Store").write_bytes(b"\0")
+    for target in (tmp_path / "a" / "b" / "new", tmp_path / "shown"):
+        with pytest.raises(ExportRefusedError, match="nothing is left there"):
+            write_labels(str(target), lazy, {})
+    assert not (tmp_path / "a").exists()
+    assert os.listdir(tmp_path / "shown") == [".DS_Store"]
+    assert write_image(str(tmp_path / "shown"), np.zeros((4, 8, 8), np.uint8), {})
     # Other files are never mixed with a dataset's (the panel asks instead).
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")

@@ -22,7 +22,7 @@ from magicgui.widgets import (
     TupleEdit,
 )
 
-from .export import holds_dataset
+from .export import holds_dataset, user_entries
 from .pyramid import pyramid_factors
 
 PLUGIN = "napari-precomputed"
@@ -270,7 +270,7 @@ class ExportWidget(Container):
         if not problems:
             if self.overwrite.value and holds_dataset(path):
                 notes.append(f"Exporting will replace the dataset in {path}.")
-            elif _has_entries(path) and not holds_dataset(path):
+            elif user_entries(path) and not holds_dataset(path):
                 notes.append(f"{path} is not empty: the dataset's files will be added "
                              "to what is there.")
             notes += notes_for(encoding, self.gzip.value)
@@ -478,14 +478,6 @@ def _layer_dtype(layer):
 def _data_and_meta(layer):
     data, meta, _ = layer.as_layer_data_tuple()
     return data, meta
-
-
-def _has_entries(path):
-    try:
-        with os.scandir(path) as entries:
-            return next(entries, None) is not None
-    except OSError:  # missing, or not a folder
-        return False
 
 
 def _path(value):

@@ -5,8 +5,9 @@ One single-layer writer per layer type: npe2 calls a writer whose
 Defaults: raw for images, compressed_segmentation for labels, 64^3 chunks, a
 pyramid down to one chunk (mean for images, mode for labels). An existing
 dataset is never replaced from here; the export panel has an overwrite
-option. Saves go to a new or empty folder, and a refused save leaves it as
-it was.
+option. Saves go to a new or empty folder (files that file managers leave,
+such as .DS_Store, do not count), and a refused save leaves it as it was,
+parent folders it made included.
 """
 
 import contextlib
@@ -28,7 +29,7 @@ class ExportRefusedError(Exception):
 
 def _write(path, data, meta, layer_type):
     from ._layer_export import info_for_layer, transforms_not_exported
-    from .export import export, holds_dataset
+    from .export import export, holds_dataset, user_entries
 
     path = os.fspath(path)
     if os.path.isfile(path):
@@ -38,7 +39,8 @@ def _write(path, data, meta, layer_type):
             f"cannot write {path}: it holds a dataset already, which Save Layers never "
             "replaces (the export panel can, with 'overwrite')")
     existed = os.path.isdir(path)
-    if existed and os.listdir(path):
+    created_from = None if existed else _first_missing_folder(path)
+    if existed and user_entries(path):
         # Nothing to ask the user here (the panel does): a dataset's files
         # would be mixed with theirs.
         raise ExportRefusedError(
@@ -55,23 +57,46 @@ def _write(path, data, meta, layer_type):
         # Everything in the folder is this save's: a refusal half-way (a dask
         # block whose values do not fit) takes it back.
         _remove_written(path, existed)
-        left = ("some of its files could not be removed" if os.path.isdir(path)
-                and os.listdir(path) else "nothing is left there")
+        left = ("some of its files could not be removed" if user_entries(path)
+                else "nothing is left there")
+        if created_from is not None:
+            _remove_empty_folders(os.path.dirname(path), created_from)
         raise ExportRefusedError(f"cannot write {path}: {exc} ({left})") from exc
     return [path]
 
 
+def _first_missing_folder(path):
+    """The outermost folder that saving to ``path`` creates."""
+    path = os.path.abspath(path)
+    while not os.path.exists(os.path.dirname(path)) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def _remove_written(path, keep_folder):
+    from .export import user_entries
+
     if not keep_folder:
         shutil.rmtree(path, ignore_errors=True)
         return
-    for entry in os.listdir(path):
+    for entry in user_entries(path):
         entry = os.path.join(path, entry)
         if os.path.isdir(entry) and not os.path.islink(entry):
             shutil.rmtree(entry, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 os.unlink(entry)
+
+
+def _remove_empty_folders(folder, outermost):
+    """Remove ``folder`` and its parents up to ``outermost`` while they are empty."""
+    folder, outermost = os.path.abspath(folder), os.path.abspath(outermost)
+    while folder == outermost or folder.startswith(outermost + os.sep):
+        try:
+            os.rmdir(folder)  # only if empty: something else may have written there
+        except OSError:
+            return
+        folder = os.path.dirname(folder)
 
 
 def _warn(message):

@@ -41,6 +41,19 @@ def holds_dataset(path):
     return any(os.path.exists(os.path.join(path, name)) for name in ("info", "info.gz"))
 
 
+# Files that file managers leave in any folder they show: not the user's data.
+OS_FOLDER_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def user_entries(path):
+    """Names in the local folder ``path`` other than :data:`OS_FOLDER_FILES`;
+    empty if ``path`` is missing or not a folder."""
+    try:
+        return [name for name in os.listdir(path) if name not in OS_FOLDER_FILES]
+    except OSError:
+        return []
+
+
 def default_encoding(type_):
     """compressed_segmentation for segmentations, raw for images."""
     return "compressed_segmentation" if type_ == "segmentation" else "raw"
