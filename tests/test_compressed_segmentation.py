@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_precomputed import compressed_segmentation as cs
+from napari_precomputed.compressed_segmentation import _blocks, _encode
 from napari_precomputed.errors import InvalidFormatError
 
 try:
@@ -218,13 +219,13 @@ def test_encode_hash_collisions_fall_back_to_exact(monkeypatch):
     rng = np.random.default_rng(6)
     array = labels(rng, (1, 20, 20, 20), np.uint64, 30)
     expected = cs.encode(array, (8, 8, 8))
-    monkeypatch.setattr(cs, "_table_hashes", lambda t, s, c: np.zeros(c.size, np.uint64))
+    monkeypatch.setattr(_encode, "_table_hashes", lambda t, s, c: np.zeros(c.size, np.uint64))
     assert cs.encode(array, (8, 8, 8)) == expected
 
 
 def test_encode_offset_limit(monkeypatch):
     array = np.arange(64, dtype=np.uint32).reshape(1, 4, 4, 4)
-    monkeypatch.setattr(cs, "MAX_OFFSET", 40)
+    monkeypatch.setattr(_encode, "MAX_OFFSET", 40)
     with pytest.raises(ValueError, match="24-bit"):
         cs.encode(array, (2, 2, 2))
 
@@ -252,10 +253,10 @@ def test_encode_rejects_bad_arguments(array, block):
 @pytest.fixture
 def voxelwise(monkeypatch):
     """Force the per-voxel path (normally only for blocks much larger than the chunk)."""
-    cs._grid.cache_clear()
-    monkeypatch.setattr(cs, "_VOXELWISE_RATIO", -1)
+    _blocks.block_grid.cache_clear()
+    monkeypatch.setattr(_blocks, "_VOXELWISE_RATIO", -1)
     yield
-    cs._grid.cache_clear()
+    _blocks.block_grid.cache_clear()
 
 
 def single_value_buffer(num_blocks, value):
@@ -267,7 +268,7 @@ def limited(func, raises=None):
     """Run ``func()``; return its result (or the exception of type ``raises``
     it raised), its peak traced allocation in bytes (NumPy reports its
     buffers to tracemalloc) and its duration in seconds."""
-    cs._grid.cache_clear()
+    _blocks.block_grid.cache_clear()
     tracemalloc.start()
     start = time.perf_counter()
     try:
@@ -438,7 +439,7 @@ def test_large_block_byte_identical_to_tensorstore(tmp_path, data_type, size_xyz
     files = read_tensorstore_chunks(tmp_path, array, chunk, block, data_type)
     for (x0, y0, z0, x1, y1, z1), stored in files.items():
         piece = array[:, z0:z1, y0:y1, x0:x1]
-        assert cs._grid(piece.shape[1:], block[::-1]).voxelwise
+        assert _blocks.block_grid(piece.shape[1:], block[::-1]).voxelwise
         assert cs.encode(piece, block) == stored, (x0, y0, z0)
         decoded = cs.decode(stored, (x1 - x0, y1 - y0, z1 - z0), 1, data_type, block)
         np.testing.assert_array_equal(decoded, piece)

@@ -47,6 +47,10 @@ def test_wheel_ships_the_manifest(dists):
         entry_points = next(n for n in whl.namelist() if n.endswith("entry_points.txt"))
         text = whl.read(entry_points).decode()
         metadata = whl.read(next(n for n in whl.namelist() if n.endswith("METADATA"))).decode()
+        shipped = set(whl.namelist())
+    # Subpackages too, not only the top-level modules.
+    assert {f"napari_precomputed/compressed_segmentation/{name}.py"
+            for name in ("__init__", "_blocks", "_encode", "_decode")} <= shipped
     assert "[napari.manifest]" in text
     assert "napari-precomputed = napari_precomputed:napari.yaml" in text
     assert "Classifier: Framework :: napari" in metadata
