@@ -583,9 +583,10 @@ def test_export_widget_notes_a_rotation_it_leaves_out(make_napari_viewer, tmp_pa
 
 
 def test_export_runs_on_a_dask_distributed_cluster(tmp_path):
-    # Worker processes: the targets are pickled, so progress and cancel are
-    # counted and sent from this process.
+    # Worker processes: the targets are pickled, so progress is counted in
+    # this process and the stop flag lives on the cluster's scheduler.
     import threading
+    import time
 
     da = pytest.importorskip("dask.array")
     distributed = pytest.importorskip("distributed")
@@ -602,6 +603,18 @@ def test_export_runs_on_a_dask_distributed_cluster(tmp_path):
                                        scheduler=client, cancel=cancel):
             if done >= 3:
                 cancel.set()
+        # Blocks of many chunks, being written when the export is closed: the
+        # workers see the stop, and nothing is written once it has returned.
+        ones = da.ones((1, 128, 128, 128), dtype="uint16", chunks=(1, 64, 64, 64))
+        small = make_info(ones.shape, ones.dtype, chunk_size=(8, 8, 8))
+        steps_closed = iter_export(ones, str(tmp_path / "closed"), small, scheduler=client)
+        for written, _ in steps_closed:
+            if written:
+                steps_closed.close()
+        files = sorted((tmp_path / "closed").rglob("*"))
+        time.sleep(1)
+        assert sorted((tmp_path / "closed").rglob("*")) == files
+        assert 1 < len(files) < 4096
     assert steps[0] == (0, steps[-1][1]) and steps[-1] == (steps[-1][1], steps[-1][1])
     assert all(a[0] < b[0] for a, b in zip(steps, steps[1:]))
     for _ in iter_export(volume, str(tmp_path / "threads"), info):
@@ -617,6 +630,35 @@ def test_export_runs_on_a_dask_distributed_cluster(tmp_path):
     for path in written:
         coords = [v for part in path.name.split("_") for v in _split_range(part)]
         io.read_chunk(path.parent.name, coords)
+
+
+def test_process_schedulers_are_refused_before_writing(tmp_path):
+    import dask.multiprocessing
+
+    info = make_info((1, 8, 8, 8), np.uint8)
+    for scheduler in ("processes", dask.multiprocessing.get):
+        with pytest.raises(ValueError, match="'processes' scheduler cannot report progress"):
+            next(iter_export(np.zeros((1, 8, 8, 8), np.uint8), str(tmp_path / "ds"), info,
+                             scheduler=scheduler))
+    assert not (tmp_path / "ds").exists()
+    assert list(iter_export(np.ones((1, 8, 8, 8), np.uint8), str(tmp_path / "ds"), info,
+                            scheduler="synchronous"))[-1] == (1, 1)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(voxel_offset=(0.5, 0, 0)), "voxel_offset must be 3 whole numbers"),
+    (dict(chunk_size=(4.5, 4, 4)), "chunk_size must be 3 whole numbers"),
+    (dict(chunk_size=(4, 4)), "chunk_size must be 3 whole numbers"),
+    (dict(levels=0), "levels must be a whole number of at least 1"),
+    (dict(levels=2.5), "levels must be a whole number of at least 1"),
+])
+def test_make_info_refuses_fractions_instead_of_truncating(options, message):
+    from napari_precomputed.errors import InvalidInfoError
+
+    with pytest.raises(InvalidInfoError, match=message):
+        make_info((1, 16, 16, 16), np.uint8, **options)
+    info = make_info((1, 16, 16, 16), np.uint8, voxel_offset=(2**62 - 20, np.int64(-5), 3.0))
+    assert info["scales"][0]["voxel_offset"] == [2**62 - 20, -5, 3]
 
 
 @pytest.mark.parametrize("layer_type, dtype, expected", [

@@ -5,8 +5,8 @@ with the chunks of the finest scale, each coarser scale is a ``map_blocks``
 downsampling of the one before, and every chunk of every scale is stored by a
 :class:`ScaleTarget` as soon as it is computed. Each source region is thus
 read once, memory stays bounded by the blocks in flight, and the graph runs
-unchanged on any dask scheduler (threads by default, or a dask.distributed
-cluster: targets are picklable).
+unchanged on dask's threads (the default) or on a dask.distributed cluster:
+targets are picklable, and a cancel reaches the workers.
 
 :func:`iter_export` yields progress and can be stopped at any point; chunk
 files are written atomically, so a stopped or killed export leaves only
@@ -16,6 +16,7 @@ complete chunks, and exporting again with ``overwrite=True`` repairs it.
 import concurrent.futures
 import itertools
 import math
+import operator
 import os
 import queue
 import threading
@@ -25,11 +26,17 @@ import numpy as np
 
 from .accessor import get_accessor_for_url
 from .downsample import downsample
+from .errors import InvalidInfoError
 from .info import ENCODING_DATA_TYPES, scale_chunk_grid, validate_info
 from .pyramid import pyramid_scales, scale_key_for_resolution
+from .distributed_export import ClusterStop, distributed_client, run_on_cluster, writing
 from .volume import chunk_coords_in_box
 
 __all__ = ["ExportCancelled", "make_info", "export_dtype", "iter_export", "export"]
+
+
+# Seconds between two looks at the cancel flag while a block's chunks are written.
+_STOP_POLL = 0.05
 
 
 class ExportCancelled(Exception):
@@ -145,12 +152,16 @@ def make_info(shape, dtype, type_="image", resolution=(1, 1, 1), voxel_offset=(0
     encoding = encoding or default_encoding(type_)
     c, z, y, x = (int(v) for v in shape)
     size = [x, y, z]
+    if levels is not None and (_whole_number(levels) is None or levels < 1):
+        raise InvalidInfoError(f"levels must be a whole number of at least 1 (or None), "
+                               f"got {levels!r}")
     scale0 = {
         "key": scale_key_for_resolution(resolution),
         "size": size,
-        "voxel_offset": [int(v) for v in voxel_offset],
+        "voxel_offset": _whole_numbers(voxel_offset, "voxel_offset"),
         "resolution": [float(r) if not float(r).is_integer() else int(r) for r in resolution],
-        "chunk_sizes": [[min(int(cs), s) for cs, s in zip(chunk_size, size)]],
+        "chunk_sizes": [[min(cs, s) for cs, s in
+                         zip(_whole_numbers(chunk_size, "chunk_size"), size)]],
         "encoding": encoding,
     }
     if encoding == "compressed_segmentation":
@@ -166,6 +177,27 @@ def make_info(shape, dtype, type_="image", resolution=(1, 1, 1), voxel_offset=(0
     }
     validate_info(info)
     return info
+
+
+def _whole_number(value):
+    """``value`` as an int if it is a whole number (2 or 2.0), else None."""
+    try:
+        return operator.index(value)  # exact, beyond float's 53 bits too
+    except TypeError:
+        pass
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def _whole_numbers(values, name):
+    """(x, y, z) whole numbers; a fraction would silently move or cut the data."""
+    numbers = [_whole_number(v) for v in values]
+    if len(numbers) != 3 or None in numbers:
+        raise InvalidInfoError(f"{name} must be 3 whole numbers (x, y, z), got {values!r}")
+    return numbers
 
 
 class ScaleTarget:
@@ -193,9 +225,12 @@ class ScaleTarget:
         self.cancel = cancel
 
     def __getstate__(self):
-        # Callbacks and events stay in the process that started the export.
+        # Callbacks and threading events stay in the process that started the
+        # export; a cluster's stop flag travels (it is read from the scheduler).
         state = dict(self.__dict__)
-        state["counter"] = state["cancel"] = None
+        state["counter"] = None
+        if not isinstance(self.cancel, ClusterStop):
+            state["cancel"] = None
         return state
 
     def __setitem__(self, index, block):
@@ -203,62 +238,59 @@ class ScaleTarget:
 
     def write_block(self, index, block):
         """Write the chunks of ``block`` at ``index`` (slices of the scale's
-        (C, Z, Y, X) array); returns how many there were."""
-        if self.cancel is not None and self.cancel.is_set():
-            raise ExportCancelled("export cancelled")
-        _, zs, ys, xs = index
-        lo = (self.offset[0] + xs.start, self.offset[1] + ys.start, self.offset[2] + zs.start)
-        hi = (self.offset[0] + xs.stop, self.offset[1] + ys.stop, self.offset[2] + zs.stop)
-        block = checked_cast(np.asarray(block), self.dtype)
-        scale = self.io.scale_info(self.scale_key)
-        coords_list = chunk_coords_in_box(scale, lo, hi)
-        for n, (x0, x1, y0, y1, z0, z1) in enumerate(coords_list):
-            if n and self.cancel is not None and self.cancel.is_set():
-                raise ExportCancelled("export cancelled")
-            self.io.write_chunk(block[:, z0 - lo[2]:z1 - lo[2], y0 - lo[1]:y1 - lo[1],
-                                      x0 - lo[0]:x1 - lo[0]],
-                                self.scale_key, (x0, x1, y0, y1, z0, z1))
-            if self.counter is not None:
-                self.counter()
-        return len(coords_list)
+        (C, Z, Y, X) array); returns how many were written (all of them
+        unless a cluster export was stopped meanwhile)."""
+        on_cluster = isinstance(self.cancel, ClusterStop)
+        with writing(self.cancel.name if on_cluster else None):
+            # Counted as writing before the first look at the flag: see
+            # wait_for_writes.
+            if self.cancel is not None and self.cancel.is_set():
+                return self._stopped(on_cluster, 0)
+            _, zs, ys, xs = index
+            lo = (self.offset[0] + xs.start, self.offset[1] + ys.start,
+                  self.offset[2] + zs.start)
+            hi = (self.offset[0] + xs.stop, self.offset[1] + ys.stop, self.offset[2] + zs.stop)
+            block = checked_cast(np.asarray(block), self.dtype)
+            scale = self.io.scale_info(self.scale_key)
+            coords_list = chunk_coords_in_box(scale, lo, hi)
+            # On a cluster a look at the flag is a round trip to its scheduler.
+            poll = _STOP_POLL if on_cluster else 0.0
+            checked = time.monotonic()
+            for n, (x0, x1, y0, y1, z0, z1) in enumerate(coords_list):
+                if n and self.cancel is not None and time.monotonic() - checked >= poll:
+                    if self.cancel.is_set():
+                        return self._stopped(on_cluster, n)
+                    checked = time.monotonic()
+                self.io.write_chunk(block[:, z0 - lo[2]:z1 - lo[2], y0 - lo[1]:y1 - lo[1],
+                                          x0 - lo[0]:x1 - lo[0]],
+                                    self.scale_key, (x0, x1, y0, y1, z0, z1))
+                if self.counter is not None:
+                    self.counter()
+            return len(coords_list)
+
+    @staticmethod
+    def _stopped(on_cluster, written):
+        # dask's own schedulers stop at the first task that raises. On a
+        # cluster the tasks are cancelled from the client instead, and a
+        # raise would only log an error on the worker for each block.
+        if on_cluster:
+            return written
+        raise ExportCancelled("export cancelled")
 
 
 def _store_block(block, target, block_info=None):
     """Store a block; returns how many chunks it held, for progress counted
-    where the export was started (see :func:`_run_on_cluster`)."""
+    where the export was started (see :func:`run_on_cluster`)."""
     location = block_info[0]["array-location"]
     chunks = target.write_block(tuple(slice(start, stop) for start, stop in location), block)
     return np.full((1, 1, 1, 1), chunks, dtype=np.int32)
 
 
-def _distributed_client(scheduler):
-    """The dask.distributed Client behind ``scheduler`` (a Client or its
-    ``get``), else None; distributed is not imported unless it is in use."""
-    client = getattr(scheduler, "__self__", scheduler)
-    if type(client).__module__.split(".")[0] == "distributed" and hasattr(client, "compute"):
-        return client
-    return None
-
-
-def _run_on_cluster(client, writes, on_chunks, stop):
-    """Compute the write tasks on a dask.distributed cluster, block by block.
-
-    The targets' progress counters and cancel events cannot reach other
-    processes, so progress is counted here as blocks finish, and cancelling
-    cancels the blocks not yet written (those being written finish: their
-    chunk files stay complete).
-    """
-    from distributed import as_completed
-
-    blocks = [task for write in writes for task in write.to_delayed().ravel()]
-    futures = client.compute(blocks)
-    try:
-        for future in as_completed(futures):
-            if stop.is_set():
-                raise ExportCancelled("export cancelled")
-            on_chunks(int(future.result().ravel()[0]))
-    finally:
-        client.cancel(futures)
+def _uses_processes(scheduler):
+    """True for dask's multiprocessing scheduler, by name or as its ``get``."""
+    if isinstance(scheduler, str):
+        return scheduler in ("processes", "multiprocessing")
+    return getattr(scheduler, "__module__", "") == "dask.multiprocessing"
 
 
 class _AnyEvent:
@@ -441,8 +473,10 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
         is written
     :param bool gzip: write ``.gz`` chunk files (see FileAccessor)
     :param dict encoder_options: e.g. ``jpeg_quality``, ``jpeg_plane``
-    :param scheduler: a dask scheduler name, or a dask.distributed ``Client``
-        (or its ``get``): progress and cancelling then work across its workers
+    :param scheduler: ``"threads"``, ``"synchronous"``, or a dask.distributed
+        ``Client`` (or its ``get``): progress and cancelling then work across
+        its workers. dask's ``"processes"`` scheduler is refused (no progress
+        or cancel can cross to its processes): use a distributed LocalCluster.
     :param num_workers: threads for the threaded scheduler
     :param cancel: optional :class:`threading.Event`; setting it (from any
         thread) stops the export after the chunks being written, and the
@@ -455,6 +489,13 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
         NumPy array, before anything is written
     """
 
+    if _uses_processes(scheduler):
+        # The targets would be pickled into the processes without the
+        # progress counter and the cancel flag: no progress, no cancel.
+        raise ValueError(
+            "the 'processes' scheduler cannot report progress or be cancelled; use "
+            "'threads', or a dask.distributed Client (e.g. on a LocalCluster) for worker "
+            "processes")
     method = method or ("mode" if info["type"] == "segmentation" else "mean")
     if any(len(scale["chunk_sizes"]) != 1 for scale in info["scales"]):
         # The pyramid is cut into the chunks of one grid per scale.
@@ -480,11 +521,13 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     progress = _Progress()
     closed = threading.Event()
     stop = _AnyEvent(closed, cancel)
-    client = None if in_memory else _distributed_client(scheduler)
+    client = None if in_memory else distributed_client(scheduler)
+    cluster_stop = ClusterStop(client) if client is not None else None
     # On a cluster, progress is counted as blocks come back (a counter in the
     # targets could fire as well with workers in this process).
     counter = None if client is not None else progress.add
-    targets = [ScaleTarget(io, scale["key"], counter=counter, cancel=stop)
+    targets = [ScaleTarget(io, scale["key"], counter=counter,
+                           cancel=stop if client is None else cluster_stop)
                for scale in info["scales"]]
     outcome = {}
 
@@ -511,7 +554,7 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
                                        chunks=tuple((1,) * len(c) for c in array.chunks))
                       for array, target in zip(arrays, targets)]
             if client is not None:
-                _run_on_cluster(client, writes, progress.add, stop)
+                run_on_cluster(client, writes, progress.add, stop, cluster_stop)
             else:
                 dask.compute(*writes, **kwargs)
         except BaseException as exc:  # handed to the generator's thread
