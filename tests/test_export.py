@@ -743,11 +743,14 @@ def test_export_widget_follows_the_layer_and_pauses_painting(make_napari_viewer,
     assert seg.mode == "erase"
 
 
-def test_closing_the_panel_stops_its_export(make_napari_viewer, qtbot, tmp_path):
+@pytest.mark.parametrize("closed", ["panel", "viewer"])
+def test_closing_the_panel_or_the_viewer_stops_the_export(make_napari_viewer, qtbot, tmp_path,
+                                                          closed):
     from napari_precomputed._widget import ExportWidget
 
     viewer = make_napari_viewer()
     seg = viewer.add_labels(label_volume((1, 128, 128, 128), "uint32")[0], name="seg")
+    seg.mode = "paint"
     widget = ExportWidget(viewer)
     dock = viewer.window.add_dock_widget(widget)
     widget.layer.value = seg
@@ -755,32 +758,23 @@ def test_closing_the_panel_stops_its_export(make_napari_viewer, qtbot, tmp_path)
     widget.chunk_size.value = (8, 8, 8)
     worker = widget.start_export()
     qtbot.waitUntil(lambda: widget._steps[0] > 0, timeout=20000)
-    # The dock's close button: napari takes the panel out, without deleting it.
-    dock.destroyOnClose()
-    qtbot.waitUntil(lambda: not worker.is_running and seg.editable, timeout=20000)
-    done, total = widget._steps
-    assert done < total and widget.status.value.startswith("Export cancelled")
-
-
-def test_closing_the_viewer_stops_the_export(make_napari_viewer, qtbot, tmp_path):
-    from napari_precomputed._widget import ExportWidget
-
-    viewer = make_napari_viewer()
-    seg = viewer.add_labels(label_volume((1, 128, 128, 128), "uint32")[0], name="seg")
-    widget = ExportWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.layer.value = seg
-    widget.output.value = str(tmp_path / "seg")
-    widget.chunk_size.value = (8, 8, 8)
-    worker = widget.start_export()
-    qtbot.waitUntil(lambda: widget._steps[0] > 0, timeout=20000)
-    viewer.close()
-    # The worker ends after the chunks in flight, and its last signals do not
-    # reach the deleted panel (which would abort the application).
-    qtbot.waitUntil(lambda: not worker.is_running and seg.editable, timeout=20000)
+    if closed == "panel":
+        # The dock's close button: napari takes the panel out, without deleting it.
+        dock.destroyOnClose()
+    else:
+        viewer.close()
+    # The worker ends after the chunks in flight; its last signals do not
+    # reach a deleted panel (which would abort the application), and the
+    # layer gets its painting tool back.
+    qtbot.waitUntil(lambda: not worker.is_running and widget._edit_pause is None,
+                    timeout=20000)
+    assert seg.mode == "paint"
     chunks = [p for p in (tmp_path / "seg").rglob("*-*_*-*_*-*") if p.is_file()]
     assert 0 < len(chunks) < 4096 + 512 + 64 + 8 + 1
     io = get_IO_for_existing_dataset(get_accessor_for_url(str(tmp_path / "seg")))
     for path in chunks[:50]:
         x, y, z = (tuple(int(v) for v in part.split("-")) for part in path.name.split("_"))
         io.read_chunk(path.parent.name, (*x, *y, *z))
+    if closed == "panel":
+        done, total = widget._steps
+        assert done < total and widget.status.value.startswith("Export cancelled")
