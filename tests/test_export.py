@@ -1,6 +1,7 @@
 """Exporting layers: npe2 writers, the export panel, pyramids, cancel and repair."""
 
 import os
+import time
 import warnings
 from unittest import mock
 from fractions import Fraction
@@ -497,12 +498,15 @@ def test_writers_refuse_a_file_or_a_dataset_and_take_back_a_refused_save(make_na
     # Folders the save made on the way are taken back too; a Finder's
     # .DS_Store is not the user's data, and is left where it was.
     (tmp_path / "shown").mkdir()
-    (tmp_path / "shown" / ".DS_Store").write_bytes(b"\0")
-    for target in (tmp_path / "a" / "b" / "new", tmp_path / "shown"):
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini", "._notes.txt"):
+        (tmp_path / "shown" / name).write_bytes(b"\0")
+    for target in (str(tmp_path / "a" / "b" / "new"), str(tmp_path / "c" / "new") + os.sep,
+                   str(tmp_path / "shown")):
         with pytest.raises(ExportRefusedError, match="nothing is left there"):
-            write_labels(str(target), lazy, {})
-    assert not (tmp_path / "a").exists()
-    assert os.listdir(tmp_path / "shown") == [".DS_Store"]
+            write_labels(target, lazy, {})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    assert sorted(os.listdir(tmp_path / "shown")) == sorted(
+        [".DS_Store", "Thumbs.db", "desktop.ini", "._notes.txt"])
     assert write_image(str(tmp_path / "shown"), np.zeros((4, 8, 8), np.uint8), {})
     # Other files are never mixed with a dataset's (the panel asks instead).
     (tmp_path / "busy").mkdir()
@@ -586,7 +590,6 @@ def test_export_runs_on_a_dask_distributed_cluster(tmp_path):
     # Worker processes: the targets are pickled, so progress is counted in
     # this process and the stop flag lives on the cluster's scheduler.
     import threading
-    import time
 
     da = pytest.importorskip("dask.array")
     distributed = pytest.importorskip("distributed")
@@ -632,14 +635,50 @@ def test_export_runs_on_a_dask_distributed_cluster(tmp_path):
         io.read_chunk(path.parent.name, coords)
 
 
+def _slow_block(block):
+    time.sleep(1.0)
+    return block
+
+
+def test_a_cancelled_cluster_export_writes_nothing_more(tmp_path):
+    # Blocks still computing their data when the export is cancelled are not
+    # interrupted by the cancel: they must find the stop flag set afterwards.
+    import threading
+
+    da = pytest.importorskip("dask.array")
+    distributed = pytest.importorskip("distributed")
+
+    slow = da.zeros((1, 64, 64, 64), dtype=np.uint8, chunks=(1, 16, 64, 64))
+    slow = slow.map_blocks(_slow_block, dtype=np.uint8)
+    info = make_info(slow.shape, np.uint8, chunk_size=(64, 64, 16), levels=1)
+    cancel = threading.Event()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        threading.Timer(0.3, cancel.set).start()
+        start = time.monotonic()
+        steps = list(iter_export(slow, str(tmp_path / "ds"), info, scheduler=client,
+                                 cancel=cancel))
+        # The cancel reached the workers without waiting for a block to finish.
+        assert time.monotonic() - start < 0.9 and steps[-1][0] == 0
+        time.sleep(1.5)
+    assert [p.name for p in (tmp_path / "ds").rglob("*")] == ["info"]
+
+
 def test_process_schedulers_are_refused_before_writing(tmp_path):
     import dask.multiprocessing
 
+    import concurrent.futures
+
     info = make_info((1, 8, 8, 8), np.uint8)
-    for scheduler in ("processes", dask.multiprocessing.get):
-        with pytest.raises(ValueError, match="'processes' scheduler cannot report progress"):
-            next(iter_export(np.zeros((1, 8, 8, 8), np.uint8), str(tmp_path / "ds"), info,
-                             scheduler=scheduler))
+    with concurrent.futures.ProcessPoolExecutor(1) as executor:
+        for scheduler in ("processes", dask.multiprocessing.get, executor):
+            with pytest.raises(ValueError, match="'processes' scheduler cannot report"):
+                next(iter_export(np.zeros((1, 8, 8, 8), np.uint8), str(tmp_path / "ds"), info,
+                                 scheduler=scheduler))
+    with concurrent.futures.ThreadPoolExecutor(2) as threads:
+        assert list(iter_export(np.ones((1, 8, 8, 8), np.uint8), str(tmp_path / "pool"), info,
+                                scheduler=threads))[-1] == (1, 1)
     assert not (tmp_path / "ds").exists()
     assert list(iter_export(np.ones((1, 8, 8, 8), np.uint8), str(tmp_path / "ds"), info,
                             scheduler="synchronous"))[-1] == (1, 1)
@@ -651,6 +690,12 @@ def test_process_schedulers_are_refused_before_writing(tmp_path):
     (dict(chunk_size=(4, 4)), "chunk_size must be 3 whole numbers"),
     (dict(levels=0), "levels must be a whole number of at least 1"),
     (dict(levels=2.5), "levels must be a whole number of at least 1"),
+    (dict(levels="2"), "levels must be a whole number of at least 1"),
+    (dict(levels=True), "levels must be a whole number of at least 1"),
+    (dict(voxel_offset=(True, 0, 0)), "voxel_offset must be 3 whole numbers"),
+    (dict(encoding="compressed_segmentation", block_size=(4.5, 8, 8)),
+     "block_size must be 3 whole numbers"),
+    (dict(encoding="jpeg", jpeg_quality=90.7), "jpeg_quality must be a whole number"),
 ])
 def test_make_info_refuses_fractions_instead_of_truncating(options, message):
     from napari_precomputed.errors import InvalidInfoError
@@ -741,6 +786,24 @@ def test_export_widget_follows_the_layer_and_pauses_painting(make_napari_viewer,
     widget.overwrite.value = True
     _wait_for(qtbot, widget, widget.start_export())
     assert seg.mode == "erase"
+
+
+def test_labels_edit_pauses_of_one_layer_nest():
+    # Two export panels on one layer: the first pause's end must not give
+    # painting and undo back while the second export still reads the layer.
+    from napari.layers import Labels
+
+    from napari_precomputed._edit_pause import LabelsEditPause
+
+    layer = Labels(np.zeros((4, 8, 8), np.uint8))
+    layer.mode = "paint"
+    first, second = LabelsEditPause(layer), LabelsEditPause(layer)
+    first.end()
+    first.end()  # once only
+    layer.mode = "fill"
+    assert layer.mode == "pan_zoom" and len(layer.keymap) == 2
+    second.end()
+    assert layer.mode == "paint" and layer.keymap == {}
 
 
 @pytest.mark.parametrize("closed", ["panel", "viewer"])

@@ -20,35 +20,66 @@ EDITING_MODES = frozenset({"paint", "erase", "fill", "polygon"})
 
 
 class LabelsEditPause:
-    """Pause painting, filling, undo and redo of ``layer`` until :meth:`end`."""
+    """Pause painting, filling, undo and redo of ``layer`` until :meth:`end`.
+
+    Pauses of one layer nest (two export panels on one layer): the first
+    records the tool and key bindings, the last gives them back.
+    """
 
     def __init__(self, layer):
         self.layer = layer
-        self._mode = str(layer.mode)
-        if self._mode in EDITING_MODES:
+        self._ended = False
+        hold = _holds.get(layer)
+        if hold is None:
+            hold = _holds[layer] = _Hold(layer)
+        hold.count += 1
+
+    def end(self):
+        """Give the layer back its keys and the tool it had, unless another
+        non-painting tool was chosen meanwhile (once every pause has ended)."""
+        if self._ended:
+            return
+        self._ended = True
+        hold = _holds[self.layer]
+        hold.count -= 1
+        if not hold.count:
+            del _holds[self.layer]
+            hold.release()
+
+
+class _Hold:
+    """What one layer's pauses changed, to give back when the last ends."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.count = 0
+        self.mode = str(layer.mode)
+        if self.mode in EDITING_MODES:
             layer.mode = "pan_zoom"
         # Last, so that the layer controls have shown the tool that was
         # chosen before it is taken back.
         layer.events.mode.connect(self._on_mode, position="last")
         # bind_key returns what the layer itself bound to the key before, so
         # that a binding of the user's own comes back afterwards.
-        self._shadowed = [(key, layer.bind_key(key, _history_paused, overwrite=True))
-                          for key in HISTORY_KEYS]
+        self.shadowed = [(key, layer.bind_key(key, _history_paused, overwrite=True))
+                         for key in HISTORY_KEYS]
 
-    def end(self):
-        """Give the layer back its keys and the tool it had, unless another
-        non-painting tool was chosen meanwhile."""
+    def release(self):
         layer = self.layer
         layer.events.mode.disconnect(self._on_mode)
-        for key, previous in self._shadowed:
+        for key, previous in self.shadowed:
             layer.bind_key(key, previous, overwrite=True)  # None unbinds
-        if self._mode in EDITING_MODES and str(layer.mode) == "pan_zoom" and layer.editable:
-            layer.mode = self._mode
+        if self.mode in EDITING_MODES and str(layer.mode) == "pan_zoom" and layer.editable:
+            layer.mode = self.mode
 
     def _on_mode(self, event=None):
         if str(self.layer.mode) in EDITING_MODES:
             self.layer.mode = "pan_zoom"
             _tell(f"Painting {self.layer.name!r} is paused until its export ends.")
+
+
+# Layer -> the hold of its pauses, while one is running.
+_holds = {}
 
 
 def _history_paused(layer):

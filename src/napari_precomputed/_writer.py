@@ -60,7 +60,7 @@ def _write(path, data, meta, layer_type):
         left = ("some of its files could not be removed" if user_entries(path)
                 else "nothing is left there")
         if created_from is not None:
-            _remove_empty_folders(os.path.dirname(path), created_from)
+            _remove_empty_folders(os.path.dirname(os.path.abspath(path)), created_from)
         raise ExportRefusedError(f"cannot write {path}: {exc} ({left})") from exc
     return [path]
 

@@ -9,9 +9,12 @@ import contextlib
 import threading
 import time
 import uuid
+import warnings
 
 # Seconds to wait, once an export on a cluster stops, for its blocks being written.
 _CLUSTER_STOP_WAIT = 300
+# Seconds between two looks for a cancel while no block has come back.
+_STOP_POLL = 0.05
 
 
 class ClusterStop:
@@ -46,9 +49,6 @@ class ClusterStop:
     def is_set(self):
         return self._cluster_event().is_set()
 
-    def clear(self):
-        """Unset the flag once the export is over: the scheduler then forgets it."""
-        self._cluster_event().clear()
 
 
 # Export name -> write_block calls in progress in this process (cluster exports).
@@ -83,15 +83,23 @@ def writes_in_progress(name):
 def wait_for_writes(client, name):
     """Wait until no worker is inside a ``write_block`` of export ``name``.
 
-    Its stop flag is set before this is called, and a block is counted
-    before it first looks at the flag: a block counted here stops at its
-    next look, and one that starts later writes nothing.
+    Its stop flag is set before this is called and stays set: a block is
+    counted before it first looks at the flag, so a block counted here stops
+    at its next look, and one that reaches ``write_block`` later (a task
+    still computing its data) writes nothing.
+
+    :returns: True, or False if workers still wrote after
+        ``_CLUSTER_STOP_WAIT`` seconds or could not be asked
     """
     deadline = time.monotonic() + _CLUSTER_STOP_WAIT
     while time.monotonic() < deadline:
-        if not any(client.run(writes_in_progress, name).values()):
-            return
+        try:
+            if not any(client.run(writes_in_progress, name).values()):
+                return True
+        except Exception:  # noqa: BLE001 - e.g. a worker that just died: ask again
+            pass
         time.sleep(0.02)
+    return False
 
 
 def distributed_client(scheduler):
@@ -110,24 +118,33 @@ def run_on_cluster(client, writes, on_chunks, stop, cluster_stop):
     is counted here as blocks finish. When the export stops (cancelled, an
     error, the generator closed), ``cluster_stop`` is set, the blocks are
     cancelled, and this waits for those being written: they stop at their
-    next look at the flag, and nothing is written once this returns.
+    next look at the flag, and nothing is written once this returns. The flag
+    is left set (a few bytes on the scheduler): a cancel does not stop a task
+    that is still computing its block, and that block must find it set.
     """
     from distributed import as_completed
 
     blocks = [task for write in writes for task in write.to_delayed().ravel()]
     futures = client.compute(blocks)
     try:
-        for future in as_completed(futures):
+        finished = as_completed(futures)
+        while not finished.is_empty():
+            # Polled rather than blocking on the next block, which may take
+            # minutes: a cancel must reach the workers at once.
+            batch = finished.next_batch(block=False)
             if stop.is_set():
                 return
-            on_chunks(int(future.result().ravel()[0]))
+            if not batch:
+                time.sleep(_STOP_POLL)
+            for future in batch:
+                on_chunks(int(future.result().ravel()[0]))
     finally:
         if any(not f.done() for f in futures):
             cluster_stop.set()
             # Cancelling does not interrupt a task that is running: the blocks
             # being written see the flag, and this waits for them.
             client.cancel(futures)
-            wait_for_writes(client, cluster_stop.name)
-        client.cancel(futures)
-        with contextlib.suppress(Exception):
-            cluster_stop.clear()
+            if not wait_for_writes(client, cluster_stop.name):
+                warnings.warn(
+                    f"the export was stopped, but workers may still be writing chunks "
+                    f"after {_CLUSTER_STOP_WAIT} s", RuntimeWarning, stacklevel=2)

@@ -48,17 +48,22 @@ def holds_dataset(path):
     return any(os.path.exists(os.path.join(path, name)) for name in ("info", "info.gz"))
 
 
-# Files that file managers leave in any folder they show: not the user's data.
-OS_FOLDER_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+# Files that file managers leave in folders they show (lower case: Windows
+# and macOS file names are case-insensitive): not the user's data. macOS also
+# writes "._name" companions of other files.
+OS_FOLDER_FILES = frozenset({".ds_store", ".localized", "icon\r", "thumbs.db", "desktop.ini"})
 
 
 def user_entries(path):
-    """Names in the local folder ``path`` other than :data:`OS_FOLDER_FILES`;
-    empty if ``path`` is missing or not a folder."""
+    """Names in the local folder ``path`` other than files that file managers
+    leave there (:data:`OS_FOLDER_FILES`, ``._*``); empty if ``path`` is
+    missing or not a folder."""
     try:
-        return [name for name in os.listdir(path) if name not in OS_FOLDER_FILES]
+        names = os.listdir(path)
     except OSError:
         return []
+    return [name for name in names
+            if name.lower() not in OS_FOLDER_FILES and not name.startswith("._")]
 
 
 def default_encoding(type_):
@@ -165,9 +170,11 @@ def make_info(shape, dtype, type_="image", resolution=(1, 1, 1), voxel_offset=(0
         "encoding": encoding,
     }
     if encoding == "compressed_segmentation":
-        scale0["compressed_segmentation_block_size"] = [int(b) for b in block_size]
+        scale0["compressed_segmentation_block_size"] = _whole_numbers(block_size, "block_size")
     if encoding == "jpeg" and jpeg_quality is not None:
-        scale0["jpeg_quality"] = int(jpeg_quality)
+        if _whole_number(jpeg_quality) is None:
+            raise InvalidInfoError(f"jpeg_quality must be a whole number, got {jpeg_quality!r}")
+        scale0["jpeg_quality"] = _whole_number(jpeg_quality)
     info = {
         "@type": "neuroglancer_multiscale_volume",
         "type": type_,
@@ -181,6 +188,8 @@ def make_info(shape, dtype, type_="image", resolution=(1, 1, 1), voxel_offset=(0
 
 def _whole_number(value):
     """``value`` as an int if it is a whole number (2 or 2.0), else None."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        return None
     try:
         return operator.index(value)  # exact, beyond float's 53 bits too
     except TypeError:
@@ -287,9 +296,13 @@ def _store_block(block, target, block_info=None):
 
 
 def _uses_processes(scheduler):
-    """True for dask's multiprocessing scheduler, by name or as its ``get``."""
+    """True for schedulers that run tasks in other processes without being a
+    dask.distributed cluster: dask's multiprocessing scheduler, by name or as
+    its ``get``, and a process pool executor."""
     if isinstance(scheduler, str):
         return scheduler in ("processes", "multiprocessing")
+    if isinstance(scheduler, concurrent.futures.ProcessPoolExecutor):
+        return True
     return getattr(scheduler, "__module__", "") == "dask.multiprocessing"
 
 
@@ -475,8 +488,9 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
     :param dict encoder_options: e.g. ``jpeg_quality``, ``jpeg_plane``
     :param scheduler: ``"threads"``, ``"synchronous"``, or a dask.distributed
         ``Client`` (or its ``get``): progress and cancelling then work across
-        its workers. dask's ``"processes"`` scheduler is refused (no progress
-        or cancel can cross to its processes): use a distributed LocalCluster.
+        its workers; None means threads. dask's ``"processes"`` scheduler and
+        process pools are refused (no progress or cancel can cross to their
+        processes): use a distributed LocalCluster.
     :param num_workers: threads for the threaded scheduler
     :param cancel: optional :class:`threading.Event`; setting it (from any
         thread) stops the export after the chunks being written, and the
@@ -489,6 +503,7 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
         NumPy array, before anything is written
     """
 
+    scheduler = "threads" if scheduler is None else scheduler
     if _uses_processes(scheduler):
         # The targets would be pickled into the processes without the
         # progress counter and the cancel flag: no progress, no cancel.
