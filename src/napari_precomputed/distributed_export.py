@@ -13,8 +13,10 @@ import warnings
 
 # Seconds to wait, once an export on a cluster stops, for its blocks being written.
 _CLUSTER_STOP_WAIT = 300
-# Seconds between two looks for a cancel while no block has come back.
-_STOP_POLL = 0.05
+#: Seconds between two looks for a stop: at the cluster's flag while a block's
+#: chunks are written (each look is a round trip to the scheduler), and for a
+#: cancel while no block has come back.
+STOP_POLL = 0.05
 
 
 class ClusterStop:
@@ -48,7 +50,6 @@ class ClusterStop:
 
     def is_set(self):
         return self._cluster_event().is_set()
-
 
 
 # Export name -> write_block calls in progress in this process (cluster exports).
@@ -135,7 +136,7 @@ def run_on_cluster(client, writes, on_chunks, stop, cluster_stop):
             if stop.is_set():
                 return
             if not batch:
-                time.sleep(_STOP_POLL)
+                time.sleep(STOP_POLL)
             for future in batch:
                 on_chunks(int(future.result().ravel()[0]))
     finally:

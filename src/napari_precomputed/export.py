@@ -25,18 +25,20 @@ import time
 import numpy as np
 
 from .accessor import get_accessor_for_url
+from .distributed_export import (
+    STOP_POLL,
+    ClusterStop,
+    distributed_client,
+    run_on_cluster,
+    writing,
+)
 from .downsample import downsample
 from .errors import InvalidInfoError
 from .info import ENCODING_DATA_TYPES, scale_chunk_grid, validate_info
 from .pyramid import pyramid_scales, scale_key_for_resolution
-from .distributed_export import ClusterStop, distributed_client, run_on_cluster, writing
 from .volume import chunk_coords_in_box
 
 __all__ = ["ExportCancelled", "make_info", "export_dtype", "iter_export", "export"]
-
-
-# Seconds between two looks at the cancel flag while a block's chunks are written.
-_STOP_POLL = 0.05
 
 
 class ExportCancelled(Exception):
@@ -263,7 +265,7 @@ class ScaleTarget:
             scale = self.io.scale_info(self.scale_key)
             coords_list = chunk_coords_in_box(scale, lo, hi)
             # On a cluster a look at the flag is a round trip to its scheduler.
-            poll = _STOP_POLL if on_cluster else 0.0
+            poll = STOP_POLL if on_cluster else 0.0
             checked = time.monotonic()
             for n, (x0, x1, y0, y1, z0, z1) in enumerate(coords_list):
                 if n and self.cancel is not None and time.monotonic() - checked >= poll:
@@ -508,9 +510,9 @@ def iter_export(data, url, info, method=None, overwrite=False, gzip=False,
         # The targets would be pickled into the processes without the
         # progress counter and the cancel flag: no progress, no cancel.
         raise ValueError(
-            "the 'processes' scheduler cannot report progress or be cancelled; use "
-            "'threads', or a dask.distributed Client (e.g. on a LocalCluster) for worker "
-            "processes")
+            f"a process-based scheduler ({scheduler!r}) cannot report progress or be "
+            "cancelled; use 'threads', or a dask.distributed Client (e.g. on a "
+            "LocalCluster) for worker processes")
     method = method or ("mode" if info["type"] == "segmentation" else "mean")
     if any(len(scale["chunk_sizes"]) != 1 for scale in info["scales"]):
         # The pyramid is cut into the chunks of one grid per scale.
