@@ -139,7 +139,48 @@ def test_jpeg_that_cannot_be_cut_is_decoded_whole(options):
     assert jpeg_bands.parse(buf) is None
     encoder = JpegChunkEncoder("uint8", 1)
     part, first = encoder.decode_z_range(buf, (16, 16, 16), 5, 6)
-    np.testing.assert_array_equal(part, encoder.decode(buf, (16, 16, 16))[:, 5:6])
+    # All of it, since it was decoded whole: the other planes reuse it.
+    assert first == 0
+    np.testing.assert_array_equal(part, encoder.decode(buf, (16, 16, 16)))
+
+
+def test_planes_of_jpegs_without_restart_markers_decode_each_chunk_once(new_dataset,
+                                                                         monkeypatch):
+    # As TensorStore and neuroglancer-scripts write them. Each plane used to
+    # decode its chunk whole and cache a view of one z-slice that kept the
+    # whole chunk alive: 64 times the bytes counted, without bound.
+    from napari_precomputed.chunk_encoding import JpegChunkEncoder
+
+    volume = smooth_volume((1, 32, 32, 32), "uint8")
+    io_, path = new_dataset(volume, encoding="jpeg", chunk_size=(16, 16, 16))
+    for chunk_file in (path / "s0").iterdir():
+        pixels = np.asarray(Image.open(chunk_file))
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, format="JPEG", quality=95)
+        chunk_file.write_bytes(out.getvalue())
+    decodes = []
+    decode = JpegChunkEncoder.decode
+    monkeypatch.setattr(JpegChunkEncoder, "decode",
+                        lambda self, *a: decodes.append(1) or decode(self, *a))
+    array = PrecomputedArray(io_, "s0")
+    whole = read_region(io_, "s0", (0, 0, 0), (32, 32, 32))
+    decodes.clear()
+    for z in range(32):
+        np.testing.assert_array_equal(array[0, z], whole[0, z])
+    assert len(decodes) == 8 and len(array.cache) == 8
+    assert array.cache.nbytes < 8 * (16**3 + 200)
+
+
+def test_the_cache_keeps_slices_as_copies():
+    from napari_precomputed.chunk_cache import ChunkCache
+
+    cache = ChunkCache()
+    chunk = np.zeros((1, 64, 64, 64), np.uint8)
+    cache.put("plane", chunk[:, 3:4])
+    kept = cache.get("plane")
+    assert not np.shares_memory(kept, chunk) and kept.shape == (1, 1, 64, 64)
+    cache.put("whole", chunk)
+    assert cache.get("whole") is chunk
 
 
 @pytest.mark.parametrize("subsampling", [0, 1, 2])

@@ -2,12 +2,21 @@
 
 import collections
 import threading
+import weakref
+
+from .allocator import release_free_memory
 
 __all__ = ["ChunkCache"]
 
 # Stands for a chunk that is not stored (it reads as zeros); remembering it
 # saves asking the storage again.
 MISSING = object()
+
+# Entries added between two returns of free heap memory to the system (see
+# release_free_memory): 32 full-resolution planes of a JPEG volume of 64^3
+# chunks, 8192 chunks or slabs otherwise; a few milliseconds every few
+# seconds of decoding at most.
+_PUTS_PER_TRIM = 8192
 
 
 class ChunkCache:
@@ -21,7 +30,12 @@ class ChunkCache:
         self.max_bytes = int(max_bytes)
         self._entries = collections.OrderedDict()
         self._bytes = 0
+        self._puts = 0
         self._lock = threading.Lock()
+        # A cache dropped with its layer leaves its memory free in glibc's
+        # heaps: give it back to the system. (The entries are freed first: a
+        # finalizer runs before the cache's own attributes are.)
+        weakref.finalize(self, _release, self._entries)
 
     def __len__(self):
         return len(self._entries)
@@ -40,7 +54,12 @@ class ChunkCache:
             return value
 
     def put(self, key, value):
-        """Remember ``value`` (a NumPy array, or :data:`MISSING`) under ``key``."""
+        """Remember ``value`` (a NumPy array, or :data:`MISSING`) under ``key``.
+
+        A slice of a larger array is stored as a copy: kept as a view, it
+        would hold the whole array while the bound counts only the slice.
+        """
+        value = _compact(value)
         size = _footprint(value)
         if size > self.max_bytes:
             return
@@ -53,14 +72,37 @@ class ChunkCache:
             while self._bytes > self.max_bytes and self._entries:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= _footprint(dropped)
+            self._puts += 1
+            trim = self._puts % _PUTS_PER_TRIM == 0
+        if trim:
+            release_free_memory()
 
     def clear(self):
         """Forget every chunk."""
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+        release_free_memory()
 
 
 def _footprint(value):
     # Counting bookkeeping too keeps a flood of MISSING entries bounded.
     return getattr(value, "nbytes", 0) + 100
+
+
+def _compact(value):
+    base = getattr(value, "base", None)
+    if base is None:
+        return value
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    try:
+        held = base.nbytes if hasattr(base, "nbytes") else memoryview(base).nbytes
+    except TypeError:  # an owner that does not say its size
+        return value
+    return value.copy() if held > 2 * value.nbytes + 4096 else value
+
+
+def _release(entries):
+    entries.clear()
+    release_free_memory()

@@ -484,7 +484,8 @@ class JpegChunkEncoder(_ImageChunkEncoder):
         _check_z_range(z, z_start, z_stop)
         layout = None if z_stop - z_start == z else jpeg_bands.parse(buf)
         if layout is None or layout.width * layout.height != x * y * z:
-            return self.decode(buf, chunk_size)[:, z_start:z_stop], z_start
+            # Decoded whole anyway: all of it, for the other slabs to reuse.
+            return self.decode(buf, chunk_size), 0
         # Pixels are in (z, y, x) order whatever the image's shape (xy or xz
         # plane), so z-slices are runs of whole pixels.
         width, plane = layout.width, x * y

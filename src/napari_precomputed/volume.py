@@ -82,10 +82,17 @@ def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None, z_s
     (for encodings that can; see ``ChunkEncoder.z_slab``). With ``remember``
     false the cache is only looked in, not added to.
     """
-    key = (scale_key, coords) if z_slab is None else (scale_key, coords, z_slab)
+    whole_key = (scale_key, coords)
+    key = whole_key if z_slab is None else (scale_key, coords, z_slab)
     first = 0 if z_slab is None else z_slab[0]
     if cache is not None:
         hit = cache.get(key)
+        if hit is None and z_slab is not None:
+            # A chunk decoded whole (a JPEG without restart markers, or read
+            # for a box) serves every slab of it.
+            hit = cache.get(whole_key)
+            if hit is not None:
+                first = 0
         if hit is not None:
             return (None if hit is MISSING else hit), first
     try:
@@ -105,6 +112,8 @@ def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None, z_s
         # so that a repaired file is picked up.
         on_error(exc)
         return None, first
+    if chunk is MISSING or (first == 0 and chunk.shape[1] == coords[5] - coords[4]):
+        key = whole_key  # all of the chunk: kept once, not once per slab
     if cache is not None and remember:
         cache.put(key, chunk)
     return (None if chunk is MISSING else chunk), first
