@@ -17,6 +17,9 @@ MISSING = object()
 # chunks, 8192 chunks or slabs otherwise; a few milliseconds every few
 # seconds of decoding at most.
 _PUTS_PER_TRIM = 8192
+# Entries added, since the last time, above which a cleared or dropped cache
+# gives free heap memory back.
+_PUTS_BEFORE_RELEASE = 1024
 
 
 class ChunkCache:
@@ -30,12 +33,14 @@ class ChunkCache:
         self.max_bytes = int(max_bytes)
         self._entries = collections.OrderedDict()
         self._bytes = 0
-        self._puts = 0
+        # Entries added since free heap memory was last given back (a list,
+        # to be shared with the finalizer).
+        self._untrimmed = [0]
         self._lock = threading.Lock()
         # A cache dropped with its layer leaves its memory free in glibc's
         # heaps: give it back to the system. (The entries are freed first: a
         # finalizer runs before the cache's own attributes are.)
-        weakref.finalize(self, _release, self._entries)
+        weakref.finalize(self, _release, self._entries, self._untrimmed)
 
     def __len__(self):
         return len(self._entries)
@@ -72,8 +77,10 @@ class ChunkCache:
             while self._bytes > self.max_bytes and self._entries:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= _footprint(dropped)
-            self._puts += 1
-            trim = self._puts % _PUTS_PER_TRIM == 0
+            self._untrimmed[0] += 1
+            trim = self._untrimmed[0] >= _PUTS_PER_TRIM
+            if trim:
+                self._untrimmed[0] = 0
         if trim:
             release_free_memory()
 
@@ -82,7 +89,7 @@ class ChunkCache:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
-        release_free_memory()
+        _release([], self._untrimmed)
 
 
 def _footprint(value):
@@ -103,6 +110,10 @@ def _compact(value):
     return value.copy() if held > 2 * value.nbytes + 4096 else value
 
 
-def _release(entries):
+def _release(entries, untrimmed):
     entries.clear()
-    release_free_memory()
+    # A few entries fragment nothing, and a trim of a large heap takes
+    # milliseconds: not for a cache made for one read.
+    if untrimmed[0] >= _PUTS_BEFORE_RELEASE:
+        untrimmed[0] = 0
+        release_free_memory()
