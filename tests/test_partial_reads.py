@@ -106,6 +106,14 @@ def test_missing_chunks_read_as_zeros_in_planes(new_dataset):
     expected = volume[:, 9:10].copy()
     expected[:, :, :32, :32] = 0
     np.testing.assert_array_equal(got, expected)
+    # Remembered as missing by a read that takes it as zeros, it still
+    # raises for one that does not.
+    from napari_precomputed.chunk_cache import ChunkCache
+
+    cache = ChunkCache()
+    read_region(io, "s0", (0, 0, 9), (40, 40, 10), cache=cache)
+    with pytest.raises(ChunkNotFoundError):
+        read_region(io, "s0", (0, 0, 3), (40, 40, 4), cache=cache, missing="error")
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -169,6 +177,27 @@ def test_planes_of_jpegs_without_restart_markers_decode_each_chunk_once(new_data
         np.testing.assert_array_equal(array[0, z], whole[0, z])
     assert len(decodes) == 8 and len(array.cache) == 8
     assert array.cache.nbytes < 8 * (16**3 + 200)
+
+
+def test_the_cache_gives_heap_memory_back_when_it_held_many_entries(monkeypatch):
+    import gc
+
+    from napari_precomputed import chunk_cache
+
+    trims = []
+    monkeypatch.setattr(chunk_cache, "release_free_memory", lambda: trims.append(1))
+    cache = chunk_cache.ChunkCache()
+    for n in range(chunk_cache._PUTS_PER_TRIM + 10):
+        cache.put(n, np.zeros(8, np.uint8))
+    assert len(trims) == 1  # every _PUTS_PER_TRIM entries added
+    del cache
+    gc.collect()
+    assert len(trims) == 2  # dropped holding many entries, right after a trim
+    small = chunk_cache.ChunkCache()
+    small.put(0, np.zeros(8, np.uint8))
+    del small
+    gc.collect()
+    assert len(trims) == 2  # one made for a read: a trim would cost more than it gives
 
 
 def test_the_cache_keeps_slices_as_copies():

@@ -17,9 +17,10 @@ MISSING = object()
 # chunks, 8192 chunks or slabs otherwise; a few milliseconds every few
 # seconds of decoding at most.
 _PUTS_PER_TRIM = 8192
-# Entries added, since the last time, above which a cleared or dropped cache
-# gives free heap memory back.
-_PUTS_BEFORE_RELEASE = 1024
+# Entries held above which a cleared or dropped cache gives free heap memory
+# back (a trim of a large heap takes milliseconds: not for a cache made for
+# one read).
+_ENTRIES_BEFORE_RELEASE = 1024
 
 
 class ChunkCache:
@@ -33,14 +34,12 @@ class ChunkCache:
         self.max_bytes = int(max_bytes)
         self._entries = collections.OrderedDict()
         self._bytes = 0
-        # Entries added since free heap memory was last given back (a list,
-        # to be shared with the finalizer).
-        self._untrimmed = [0]
+        self._untrimmed = 0  # entries added since free heap memory was given back
         self._lock = threading.Lock()
         # A cache dropped with its layer leaves its memory free in glibc's
         # heaps: give it back to the system. (The entries are freed first: a
-        # finalizer runs before the cache's own attributes are.)
-        weakref.finalize(self, _release, self._entries, self._untrimmed)
+        # finalizer runs before the cache's own attributes are.) Not at exit.
+        weakref.finalize(self, _release, self._entries).atexit = False
 
     def __len__(self):
         return len(self._entries)
@@ -64,10 +63,10 @@ class ChunkCache:
         A slice of a larger array is stored as a copy: kept as a view, it
         would hold the whole array while the bound counts only the slice.
         """
-        value = _compact(value)
         size = _footprint(value)
         if size > self.max_bytes:
             return
+        value = _compact(value)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
@@ -77,19 +76,21 @@ class ChunkCache:
             while self._bytes > self.max_bytes and self._entries:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= _footprint(dropped)
-            self._untrimmed[0] += 1
-            trim = self._untrimmed[0] >= _PUTS_PER_TRIM
+            self._untrimmed += 1
+            trim = self._untrimmed >= _PUTS_PER_TRIM
             if trim:
-                self._untrimmed[0] = 0
+                self._untrimmed = 0
         if trim:
             release_free_memory()
 
     def clear(self):
         """Forget every chunk."""
         with self._lock:
+            many = len(self._entries) >= _ENTRIES_BEFORE_RELEASE
             self._entries.clear()
             self._bytes = 0
-        _release([], self._untrimmed)
+        if many:
+            release_free_memory()
 
 
 def _footprint(value):
@@ -110,10 +111,8 @@ def _compact(value):
     return value.copy() if held > 2 * value.nbytes + 4096 else value
 
 
-def _release(entries, untrimmed):
+def _release(entries):
+    many = len(entries) >= _ENTRIES_BEFORE_RELEASE
     entries.clear()
-    # A few entries fragment nothing, and a trim of a large heap takes
-    # milliseconds: not for a cache made for one read.
-    if untrimmed[0] >= _PUTS_BEFORE_RELEASE:
-        untrimmed[0] = 0
+    if many:
         release_free_memory()

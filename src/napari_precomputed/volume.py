@@ -93,7 +93,9 @@ def _fetch_decode(io, scale_key, coords, missing, cache=None, on_error=None, z_s
             hit = cache.get(whole_key)
             if hit is not None:
                 first = 0
-        if hit is not None:
+        # A chunk remembered as missing by a read that takes it as zeros
+        # must still raise for one that does not.
+        if hit is not None and not (hit is MISSING and missing == "error"):
             return (None if hit is MISSING else hit), first
     try:
         if z_slab is None:
