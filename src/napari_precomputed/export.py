@@ -16,7 +16,6 @@ complete chunks, and exporting again with ``overwrite=True`` repairs it.
 import concurrent.futures
 import itertools
 import math
-import operator
 import os
 import queue
 import threading
@@ -34,7 +33,7 @@ from .distributed_export import (
 )
 from .downsample import downsample
 from .errors import InvalidInfoError
-from .info import ENCODING_DATA_TYPES, scale_chunk_grid, validate_info
+from .info import ENCODING_DATA_TYPES, scale_chunk_grid, validate_info, whole_number
 from .pyramid import pyramid_scales, scale_key_for_resolution
 from .volume import chunk_coords_in_box
 
@@ -159,7 +158,7 @@ def make_info(shape, dtype, type_="image", resolution=(1, 1, 1), voxel_offset=(0
     encoding = encoding or default_encoding(type_)
     c, z, y, x = (int(v) for v in shape)
     size = [x, y, z]
-    if levels is not None and (_whole_number(levels) is None or levels < 1):
+    if levels is not None and (whole_number(levels) is None or levels < 1):
         raise InvalidInfoError(f"levels must be a whole number of at least 1 (or None), "
                                f"got {levels!r}")
     scale0 = {
@@ -174,9 +173,9 @@ def make_info(shape, dtype, type_="image", resolution=(1, 1, 1), voxel_offset=(0
     if encoding == "compressed_segmentation":
         scale0["compressed_segmentation_block_size"] = _whole_numbers(block_size, "block_size")
     if encoding == "jpeg" and jpeg_quality is not None:
-        if _whole_number(jpeg_quality) is None:
+        if whole_number(jpeg_quality) is None:
             raise InvalidInfoError(f"jpeg_quality must be a whole number, got {jpeg_quality!r}")
-        scale0["jpeg_quality"] = _whole_number(jpeg_quality)
+        scale0["jpeg_quality"] = whole_number(jpeg_quality)
     info = {
         "@type": "neuroglancer_multiscale_volume",
         "type": type_,
@@ -188,24 +187,9 @@ def make_info(shape, dtype, type_="image", resolution=(1, 1, 1), voxel_offset=(0
     return info
 
 
-def _whole_number(value):
-    """``value`` as an int if it is a whole number (2 or 2.0), else None."""
-    if isinstance(value, (str, bytes, bool, np.bool_)):
-        return None
-    try:
-        return operator.index(value)  # exact, beyond float's 53 bits too
-    except TypeError:
-        pass
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if number.is_integer() else None
-
-
 def _whole_numbers(values, name):
     """(x, y, z) whole numbers; a fraction would silently move or cut the data."""
-    numbers = [_whole_number(v) for v in values]
+    numbers = [whole_number(v) for v in values]
     if len(numbers) != 3 or None in numbers:
         raise InvalidInfoError(f"{name} must be 3 whole numbers (x, y, z), got {values!r}")
     return numbers

@@ -8,6 +8,7 @@ to users are (C, Z, Y, X).
 import copy
 import json
 import math
+import operator
 
 import numpy as np
 
@@ -60,15 +61,29 @@ def _where(scale_index, member):
     return f"info['scales'][{scale_index}][{member!r}]"
 
 
+def whole_number(value):
+    """``value`` as an int if it is a whole number (2, 2.0, a NumPy integer),
+    else None; bools and strings are not numbers here."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)  # exact, beyond float's 53 bits too
+    except TypeError:
+        pass
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number.is_integer() else None
+
+
 def _as_int(value, what):
-    # bool is a subclass of int in Python; JSON true must not pass as 1.
-    if type(value) is bool or not isinstance(value, (int, float)):
+    # JSON holds ints and floats only; bool is a subclass of int in Python,
+    # and JSON true must not pass as 1.
+    number = whole_number(value) if isinstance(value, (int, float)) else None
+    if number is None:
         raise InvalidInfoError(f"{what} must be an integer, not {value!r}")
-    if isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
-            raise InvalidInfoError(f"{what} must be an integer, not {value!r}")
-        value = int(value)
-    return value
+    return number
 
 
 def _int_vector(value, what, minimum=None):
