@@ -392,6 +392,7 @@ def test_export_widget_never_carries_consent_or_settings_over(make_napari_viewer
     widget = ExportWidget(viewer)
     widget.layer.value = viewer.layers["a"]
     assert widget.output.value.name == "a"            # automatic folder follows the layer
+    assert widget.output.choose_btn.text == "Browse…"  # not "Select file": it is a folder
     widget.encoding.value = "jpeg"
     widget.overwrite.value = True
     widget.layer.value = viewer.layers["b"]

@@ -128,6 +128,9 @@ class ExportWidget(Container):
 
         self.layer = ComboBox(label="layer", choices=self._layer_choices)
         self.output = FileEdit(label="output folder", mode="w", filter="")
+        # Mode "w" names its button "Select file", but a dataset is a folder;
+        # mode "d" would pick existing folders only.
+        self.output.choose_btn.text = "Browse…"
         self.encoding = ComboBox(label="encoding", choices=[])
         self.jpeg_quality = SpinBox(label="JPEG quality", min=1, max=100, value=95)
         self.jpeg_plane = ComboBox(label="JPEG plane", choices=["xy", "xz"], value="xy")

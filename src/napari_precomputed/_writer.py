@@ -7,7 +7,8 @@ pyramid down to one chunk (mean for images, mode for labels). An existing
 dataset is never replaced from here; the export panel has an overwrite
 option. Saves go to a new or empty folder (files that file managers leave,
 such as .DS_Store, do not count), and a refused save leaves it as it was,
-parent folders it made included.
+parent folders it made included. A long save in the viewer shows a progress
+dialog with Cancel (``_save_progress``); a cancelled save is taken back too.
 """
 
 import contextlib
@@ -29,7 +30,8 @@ class ExportRefusedError(Exception):
 
 def _write(path, data, meta, layer_type):
     from ._layer_export import info_for_layer, transforms_not_exported
-    from .export import export, holds_dataset, user_entries
+    from ._save_progress import run_export
+    from .export import holds_dataset, iter_export, user_entries
 
     path = os.fspath(path)
     if os.path.isfile(path):
@@ -50,19 +52,34 @@ def _write(path, data, meta, layer_type):
         dropped = transforms_not_exported(meta)
         if dropped:
             _warn(f"{path}: {dropped}")
-        export(volume, path, info, overwrite=False)
+        finished = run_export(
+            lambda cancel: iter_export(volume, path, info, overwrite=False, cancel=cancel),
+            volume, f"Saving {meta.get('name') or 'the layer'} to {path}…")
     except (ValueError, InvalidInfoError) as exc:
         # InvalidInfoError: the layer maps to an info the format (or
         # TensorStore) cannot hold, e.g. a translate beyond 2**62 voxels.
         # Everything in the folder is this save's: a refusal half-way (a dask
         # block whose values do not fit) takes it back.
-        _remove_written(path, existed)
-        left = ("some of its files could not be removed" if user_entries(path)
-                else "nothing is left there")
-        if created_from is not None:
-            _remove_empty_folders(os.path.dirname(os.path.abspath(path)), created_from)
+        left = _take_back(path, existed, created_from)
         raise ExportRefusedError(f"cannot write {path}: {exc} ({left})") from exc
+    if not finished:
+        # Save Layers never overwrites, so a half-written dataset would only
+        # stand in the way of saving there again.
+        left = _take_back(path, existed, created_from)
+        raise ExportRefusedError(f"saving {path} was cancelled ({left})")
     return [path]
+
+
+def _take_back(path, existed, created_from):
+    """Remove what a save wrote; says what is left."""
+    from .export import user_entries
+
+    _remove_written(path, existed)
+    left = ("some of its files could not be removed" if user_entries(path)
+            else "nothing is left there")
+    if created_from is not None:
+        _remove_empty_folders(os.path.dirname(os.path.abspath(path)), created_from)
+    return left
 
 
 def _first_missing_folder(path):

@@ -1,0 +1,141 @@
+"""File > Save Layers in a shown viewer: a modal progress dialog with Cancel,
+the viewer drawing meanwhile (real viewer under Xvfb)."""
+
+import time
+
+import numpy as np
+import pytest
+from conftest import label_volume
+
+PLUGIN = "napari-precomputed"
+
+
+class DialogWatch:
+    """A timer in the GUI thread noting the modal progress dialog while a save runs."""
+
+    def __init__(self, on_dialog=None):
+        from qtpy.QtCore import QTimer
+
+        self.ticks = 0
+        self.labels = set()
+        self.values = []
+        self._on_dialog = on_dialog
+        self._timer = QTimer()
+        self._timer.setInterval(5)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+
+    def _tick(self):
+        from qtpy.QtWidgets import QApplication, QProgressDialog
+
+        self.ticks += 1
+        dialog = QApplication.activeModalWidget()
+        if isinstance(dialog, QProgressDialog) and dialog.isVisible():
+            self.labels.add(dialog.labelText())
+            self.values.append((dialog.value(), dialog.maximum()))
+            if self._on_dialog is not None:
+                self._on_dialog(dialog)
+
+    def stop(self):
+        self._timer.stop()
+
+
+def slow_labels(shape, chunks, delay):
+    """A dask segmentation whose blocks each take ``delay`` seconds to compute."""
+    da = pytest.importorskip("dask.array")
+    values = label_volume((1, *shape), "uint32", seed=5)[0]
+
+    def block(x):
+        time.sleep(delay)
+        return x
+
+    return values, da.from_array(values, chunks=chunks).map_blocks(block, dtype=values.dtype)
+
+
+def test_long_save_shows_progress_and_the_viewer_keeps_drawing(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    values, data = slow_labels((64, 96, 128), (32, 32, 32), delay=0.02)
+    viewer.add_labels(data, name="cells")
+    watch = DialogWatch()
+    try:
+        written = viewer.layers.save(str(tmp_path / "cells"), plugin=PLUGIN)
+    finally:
+        watch.stop()
+
+    assert written == [str(tmp_path / "cells")]
+    assert watch.labels == {f"Saving cells to {tmp_path / 'cells'}…"}
+    # The event loop ran during the save (a blocked one gives the timer no
+    # tick), and the dialog counted the chunks written.
+    assert len(set(watch.values)) > 3, watch.values
+    assert all(0 <= done <= total for done, total in watch.values if total > 1)
+    # 64^3 chunks: 4 at scale 0 and 1 at scale 1.
+    assert {total for _, total in watch.values if total > 1} == {5}
+    from qtpy.QtWidgets import QApplication
+
+    assert QApplication.activeModalWidget() is None
+    (layer,) = viewer.open(str(tmp_path / "cells"), plugin=PLUGIN)
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), values)
+
+
+@pytest.mark.parametrize("how", ["button", "escape", "close"])
+def test_cancelled_save_leaves_nothing_and_says_so(make_napari_viewer, qtbot, tmp_path, how):
+    from napari_precomputed._writer import ExportRefusedError
+
+    viewer = make_napari_viewer(show=True)
+    _, data = slow_labels((64, 128, 128), (16, 32, 32), delay=0.05)
+    layer = viewer.add_labels(data, name="cells")
+    target = tmp_path / "new" / "cells"
+
+    def cancel_once_started(dialog):
+        from qtpy.QtWidgets import QPushButton
+
+        if dialog.value() > 0 and not cancelled:
+            cancelled.append(dialog.labelText())
+            if how == "button":
+                dialog.findChild(QPushButton).click()
+            elif how == "escape":
+                from qtpy.QtCore import Qt
+
+                qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+            else:  # the window's close button
+                dialog.close()
+
+    cancelled = []
+
+    watch = DialogWatch(cancel_once_started)
+    try:
+        with pytest.raises(ExportRefusedError, match="was cancelled.*nothing is left there"):
+            layer.save(str(target), plugin=PLUGIN)
+    finally:
+        watch.stop()
+    assert any(0 < done < total for done, total in watch.values)
+    # The dialog stayed up, saying so, until the chunks in flight were written.
+    assert any("Cancelling" in text for text in watch.labels), watch.labels
+    # The folders the save made are gone with its chunks.
+    assert not (tmp_path / "new").exists()
+    # Nothing is still writing there after the call returned.
+    time.sleep(0.3)
+    assert not (tmp_path / "new").exists()
+
+
+def test_small_or_scripted_saves_show_no_dialog(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    small = viewer.add_labels(label_volume((1, 32, 64, 64), "uint32")[0], name="small")
+    watch = DialogWatch()
+    try:
+        assert small.save(str(tmp_path / "small"), plugin=PLUGIN)
+    finally:
+        watch.stop()
+    assert watch.labels == set()
+
+    # No window shown: a script, even a lazy layer is written without one.
+    hidden = make_napari_viewer()
+    viewer.close()
+    _, data = slow_labels((32, 32, 32), (32, 32, 32), delay=0)
+    layer = hidden.add_labels(data)
+    watch = DialogWatch()
+    try:
+        assert layer.save(str(tmp_path / "lazy"), plugin=PLUGIN)
+    finally:
+        watch.stop()
+    assert watch.labels == set()
