@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from conftest import label_volume
 
+from napari_precomputed._writer import ExportRefusedError
+
 PLUGIN = "napari-precomputed"
 
 
@@ -79,8 +81,6 @@ def test_long_save_shows_progress_and_the_viewer_keeps_drawing(make_napari_viewe
 
 @pytest.mark.parametrize("how", ["button", "escape", "close"])
 def test_cancelled_save_leaves_nothing_and_says_so(make_napari_viewer, qtbot, tmp_path, how):
-    from napari_precomputed._writer import ExportRefusedError
-
     viewer = make_napari_viewer(show=True)
     _, data = slow_labels((64, 128, 128), (16, 32, 32), delay=0.05)
     layer = viewer.add_labels(data, name="cells")
@@ -139,3 +139,123 @@ def test_small_or_scripted_saves_show_no_dialog(make_napari_viewer, tmp_path):
     finally:
         watch.stop()
     assert watch.labels == set()
+
+
+def failing_labels(shape, chunks, bad_block, error):
+    """A dask segmentation whose block ``bad_block`` raises ``error``."""
+    da = pytest.importorskip("dask.array")
+
+    def block(x, block_info=None):
+        time.sleep(0.01)
+        if block_info[0]["chunk-location"] == bad_block:
+            raise error
+        return x
+
+    values = np.zeros(shape, np.uint32)
+    return da.from_array(values, chunks=chunks).map_blocks(block, dtype=values.dtype)
+
+
+@pytest.mark.parametrize("error", [NotImplementedError("no such block"), OSError("disk full")])
+def test_failing_save_is_raised_and_taken_back(make_napari_viewer, tmp_path, error):
+    # superqt drops a worker's RuntimeError (NotImplementedError is one) with a
+    # warning only: run through a napari thread worker, this save never ended.
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_labels(failing_labels((64, 128, 128), 32, (1, 1, 1), error))
+    target = tmp_path / "new" / "cells"
+    with pytest.raises(type(error), match=str(error)) as raised:
+        layer.save(str(target), plugin=PLUGIN)
+    assert f"{target}: nothing is left there" in raised.value.__notes__
+    assert not (tmp_path / "new").exists()
+    from qtpy.QtWidgets import QApplication
+
+    assert QApplication.activeModalWidget() is None
+
+
+@pytest.fixture
+def busy_thread_pool():
+    """Qt's shared thread pool, every thread held by a long-running worker."""
+    import threading
+
+    from qtpy.QtCore import QRunnable, QThreadPool
+
+    release = threading.Event()
+
+    class Busy(QRunnable):
+        def run(self):
+            release.wait(60)
+
+    pool = QThreadPool.globalInstance()
+    for _ in range(pool.maxThreadCount()):
+        pool.start(Busy())
+    yield
+    release.set()
+    pool.waitForDone(10_000)
+
+
+def test_saves_and_panel_exports_do_not_wait_for_qt_thread_pool(make_napari_viewer, qtbot,
+                                                                tmp_path, busy_thread_pool):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer(show=True)
+    values, data = slow_labels((32, 64, 64), (32, 32, 32), delay=0)
+    layer = viewer.add_labels(data, name="cells")
+    assert layer.save(str(tmp_path / "saved"), plugin=PLUGIN)
+
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.layer.value = layer
+    widget.output.value = str(tmp_path / "exported")
+    assert widget.start_export() is not None
+    qtbot.waitUntil(lambda: not widget.cancel_button.enabled, timeout=20_000)
+    assert widget.status.value.startswith("Exported to"), widget.status.value
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    assert pool.activeThreadCount() == pool.maxThreadCount()  # still held throughout
+    for name in ("saved", "exported"):
+        (opened,) = viewer.open(str(tmp_path / name), plugin=PLUGIN)
+        assert not opened.multiscale  # one chunk: one scale
+        np.testing.assert_array_equal(np.asarray(opened.data), values)
+
+
+def test_panel_reports_a_runtime_error_and_gives_painting_back(make_napari_viewer, qtbot,
+                                                               tmp_path):
+    from napari_precomputed._widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(
+        failing_labels((64, 128, 128), 32, (1, 1, 1), NotImplementedError("no such block")))
+    layer.mode = "paint"
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.layer.value = layer
+    widget.output.value = str(tmp_path / "out")
+    assert widget.start_export() is not None
+    qtbot.waitUntil(lambda: not widget.cancel_button.enabled, timeout=20_000)
+    assert widget.status.value.startswith("Export failed: no such block"), widget.status.value
+    assert widget._edit_pause is None and layer.mode == "paint"
+
+
+def test_save_interrupted_by_the_application_exiting_is_taken_back(make_napari_viewer,
+                                                                    tmp_path):
+    # QApplication.exit (napari's answer to Ctrl+C in the terminal) ends the
+    # save's event loop too: the save must not look finished meanwhile.
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    _, data = slow_labels((64, 128, 128), (16, 32, 32), delay=0.05)
+    layer = viewer.add_labels(data, name="cells")
+
+    def exit_once_started(dialog):
+        if dialog.value() > 0 and not exited:
+            exited.append(True)
+            QApplication.exit(0)
+
+    exited = []
+    watch = DialogWatch(exit_once_started)
+    try:
+        with pytest.raises(ExportRefusedError, match="cancelled.*nothing is left"):
+            layer.save(str(tmp_path / "cells"), plugin=PLUGIN)
+    finally:
+        watch.stop()
+    assert exited and not (tmp_path / "cells").exists()

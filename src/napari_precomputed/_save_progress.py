@@ -3,12 +3,13 @@
 npe2 calls a writer and waits for the paths it returns, so the save cannot be
 handed to a thread and forgotten. Run as a plain call, a large layer froze
 napari, with nothing on screen, for as long as its chunks took (a minute for
-8 GiB). Instead the export runs in a napari thread worker while a local event
+8 GiB). Instead the export runs on threads of its own while a local event
 loop keeps the viewer drawing, behind an application-modal progress dialog:
 modal, so that nothing paints into the layer or closes the viewer while the
 save reads it.
 """
 
+import contextlib
 import functools
 import threading
 
@@ -59,11 +60,10 @@ def _gui_application():
 
 
 def _run_behind_dialog(steps, cancel, label):
-    from napari.qt.threading import create_worker
-    from qtpy.QtCore import QEventLoop, Qt
+    from qtpy.QtCore import QEventLoop, Qt, QTimer
     from qtpy.QtWidgets import QApplication
 
-    state = {"step": (0, 0)}
+    relay = _Relay(steps)
 
     def on_cancel():
         if not cancel.is_set():
@@ -79,31 +79,71 @@ def _run_behind_dialog(steps, cancel, label):
     dialog.setAutoClose(False)
     dialog.setMinimumDuration(0)
     dialog.setMinimumWidth(420)
-
-    def on_step(step):
-        state["step"] = step
-        done, total = step
-        dialog.setMaximum(max(total, 1))
-        dialog.setValue(done)
-
     loop = QEventLoop()
-    worker = create_worker(lambda: (yield from steps), _start_thread=False,
-                           _ignore_errors=True)
-    worker.yielded.connect(on_step)
-    worker.errored.connect(lambda exc: state.setdefault("error", exc))
-    # Signals from the worker's thread are queued: finished reaches loop.quit
-    # only once the loop runs, however soon the export ends.
-    worker.finished.connect(loop.quit)
+
+    def show_progress():
+        if relay.ended.is_set():
+            loop.quit()
+        done, total = relay.step
+        with contextlib.suppress(RuntimeError):  # the dialog went with its window
+            dialog.setMaximum(max(total, 1))
+            dialog.setValue(done)
+
+    timer = QTimer()
+    timer.setInterval(30)
+    timer.timeout.connect(show_progress)
+    relay.start()
     dialog.show()
-    worker.start()
+    timer.start()
     loop.exec()
-    dialog.hide()  # not close(): that would ask for a cancel
-    dialog.deleteLater()
-    if "error" in state:
-        raise state["error"]
-    done, total = state["step"]
+    timer.stop()
+    interrupted = not relay.ended.is_set()
+    if interrupted:
+        # The loop was ended from outside (QApplication.exit, Ctrl+C in the
+        # terminal): the application is going, and the save must not look
+        # finished while chunks are still being written.
+        cancel.set()
+        relay.ended.wait()
+    with contextlib.suppress(RuntimeError):
+        dialog.hide()  # not close(): that would ask for a cancel
+        dialog.deleteLater()
+    if relay.error is not None:
+        raise relay.error
+    done, total = relay.step
     # A cancel that came after the last chunk cancelled nothing.
     return not (cancel.is_set() and done < total)
+
+
+class _Relay:
+    """Runs the export's steps on a thread of its own, keeping the last one.
+
+    Not a napari thread worker: napari aborts its workers when a viewer
+    closes (the save would then look finished), superqt drops a RuntimeError
+    from a worker with only a warning (the save would never end), and Qt's
+    shared thread pool, where workers wait for a free thread, may be held by
+    a plugin's long-running workers (the save would never start). The GUI
+    thread reads ``step`` on a timer.
+    """
+
+    def __init__(self, steps):
+        self.step = (0, 0)
+        self.error = None
+        self.ended = threading.Event()
+        self._steps = steps
+        self._thread = threading.Thread(target=self._run, name="napari-precomputed-save",
+                                        daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def _run(self):
+        try:
+            for self.step in self._steps:
+                pass
+        except BaseException as exc:  # noqa: BLE001 - raised again in the GUI thread
+            self.error = exc
+        finally:
+            self.ended.set()
 
 
 @functools.cache

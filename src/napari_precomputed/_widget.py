@@ -1,11 +1,13 @@
 """The export panel: choose a layer and the encoding, watch the export progress.
 
-The export runs in a napari thread worker that yields (chunks done, total);
+The export runs in a napari thread worker (on a thread pool of the panel's
+own) that yields (chunks done, total);
 the viewer stays responsive, Cancel stops it after the chunks in flight, and
 a finished export can be opened straight back. The panel reaches the viewer
 only through its public API (``viewer.layers``, ``viewer.open``).
 """
 
+import functools
 import os
 import threading
 
@@ -380,7 +382,7 @@ class ExportWidget(Container):
                             cancel=self._cancel)
         # _ignore_errors: errors are shown in the panel by _on_error; without
         # it they would also be raised again in the Qt event loop.
-        worker = create_worker(lambda: (yield from steps), _start_thread=False,
+        worker = create_worker(_reported_steps, steps, _start_thread=False,
                                _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda _: self._on_returned(path))
@@ -401,7 +403,10 @@ class ExportWidget(Container):
             self.status.value += ("\nPainting, undo and redo of this layer are paused until "
                                   "the export ends.")
         self._update()
-        worker.start()
+        # Not worker.start(): Qt's shared pool runs as many workers as there
+        # are cores, and a plugin's long-running workers there would keep the
+        # export waiting, painting paused, with no way to cancel it.
+        _export_pool().start(worker)
         return worker
 
     def cancel_export(self):
@@ -467,6 +472,30 @@ class ExportWidget(Container):
         self.overwrite.value = False  # consent was for that export only
         self.cancel_button.enabled = False
         self._update()
+
+
+class ExportFailedError(Exception):
+    """A RuntimeError (or subclass) raised by the export, passed on as is."""
+
+
+def _reported_steps(steps):
+    """The export's steps, with its RuntimeErrors made reportable.
+
+    superqt drops a worker's RuntimeError with only a warning, taking it for
+    a deleted Qt object, and then emits neither errored nor finished: a dask
+    block raising NotImplementedError left the panel exporting for ever.
+    """
+    try:
+        yield from steps
+    except RuntimeError as exc:
+        raise ExportFailedError(str(exc) or type(exc).__name__) from exc
+
+
+@functools.cache
+def _export_pool():
+    from qtpy.QtCore import QThreadPool
+
+    return QThreadPool()
 
 
 def _layer_type(layer):

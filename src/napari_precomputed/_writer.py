@@ -6,9 +6,9 @@ Defaults: raw for images, compressed_segmentation for labels, 64^3 chunks, a
 pyramid down to one chunk (mean for images, mode for labels). An existing
 dataset is never replaced from here; the export panel has an overwrite
 option. Saves go to a new or empty folder (files that file managers leave,
-such as .DS_Store, do not count), and a refused save leaves it as it was,
-parent folders it made included. A long save in the viewer shows a progress
-dialog with Cancel (``_save_progress``); a cancelled save is taken back too.
+such as .DS_Store, do not count), and a save refused, failing or cancelled
+half-way leaves it as it was, parent folders it made included. A long save
+in the viewer shows a progress dialog with Cancel (``_save_progress``).
 """
 
 import contextlib
@@ -62,6 +62,11 @@ def _write(path, data, meta, layer_type):
         # block whose values do not fit) takes it back.
         left = _take_back(path, existed, created_from)
         raise ExportRefusedError(f"cannot write {path}: {exc} ({left})") from exc
+    except Exception as exc:
+        # Any other failure half-way (a dask block that raises, a full disk):
+        # what was written would only make the next save there refused.
+        exc.add_note(f"{path}: {_take_back(path, existed, created_from)}")
+        raise
     if not finished:
         # Save Layers never overwrites, so a half-written dataset would only
         # stand in the way of saving there again.
