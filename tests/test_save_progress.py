@@ -171,6 +171,19 @@ def test_failing_save_is_raised_and_taken_back(make_napari_viewer, tmp_path, err
     assert QApplication.activeModalWidget() is None
 
 
+def export_from_panel(viewer, qtbot, layer, output):
+    """Export ``layer`` to ``output`` from the panel; the panel once it has ended."""
+    from napari_precomputed._widget import ExportWidget
+
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.layer.value = layer
+    widget.output.value = str(output)
+    assert widget.start_export() is not None, widget.status.value
+    qtbot.waitUntil(lambda: not widget.cancel_button.enabled, timeout=20_000)
+    return widget
+
+
 @pytest.fixture
 def busy_thread_pool():
     """Qt's shared thread pool, every thread held by a long-running worker."""
@@ -194,19 +207,12 @@ def busy_thread_pool():
 
 def test_saves_and_panel_exports_do_not_wait_for_qt_thread_pool(make_napari_viewer, qtbot,
                                                                 tmp_path, busy_thread_pool):
-    from napari_precomputed._widget import ExportWidget
-
     viewer = make_napari_viewer(show=True)
     values, data = slow_labels((32, 64, 64), (32, 32, 32), delay=0)
     layer = viewer.add_labels(data, name="cells")
     assert layer.save(str(tmp_path / "saved"), plugin=PLUGIN)
 
-    widget = ExportWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.layer.value = layer
-    widget.output.value = str(tmp_path / "exported")
-    assert widget.start_export() is not None
-    qtbot.waitUntil(lambda: not widget.cancel_button.enabled, timeout=20_000)
+    widget = export_from_panel(viewer, qtbot, layer, tmp_path / "exported")
     assert widget.status.value.startswith("Exported to"), widget.status.value
     from qtpy.QtCore import QThreadPool
 
@@ -220,18 +226,11 @@ def test_saves_and_panel_exports_do_not_wait_for_qt_thread_pool(make_napari_view
 
 def test_panel_reports_a_runtime_error_and_gives_painting_back(make_napari_viewer, qtbot,
                                                                tmp_path):
-    from napari_precomputed._widget import ExportWidget
-
     viewer = make_napari_viewer()
     layer = viewer.add_labels(
         failing_labels((64, 128, 128), 32, (1, 1, 1), NotImplementedError("no such block")))
     layer.mode = "paint"
-    widget = ExportWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.layer.value = layer
-    widget.output.value = str(tmp_path / "out")
-    assert widget.start_export() is not None
-    qtbot.waitUntil(lambda: not widget.cancel_button.enabled, timeout=20_000)
+    widget = export_from_panel(viewer, qtbot, layer, tmp_path / "out")
     assert widget.status.value.startswith("Export failed: no such block"), widget.status.value
     assert widget._edit_pause is None and layer.mode == "paint"
 
