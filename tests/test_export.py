@@ -137,7 +137,8 @@ def test_2d_layer_is_one_slice_and_4d_is_refused(tmp_path, ndim, expected_shape)
     volume, info = info_for_layer(np.zeros((30, 40), np.uint8), {"scale": (2, 3)}, "image")
     assert volume.shape == expected_shape
     assert info["scales"][0]["resolution"] == [3, 2, 1]
-    with pytest.raises(ValueError, match="Split"):
+    # napari 0.9 has Split Stack in the layer list's context menu only.
+    with pytest.raises(ValueError, match="in the layer list > Split Stack"):
         info_for_layer(np.zeros((2, 3, 4, 5), np.uint8), {}, "image")
     rgb, info = info_for_layer(np.zeros((6, 7, 3), np.uint8), {"rgb": True}, "image")
     assert rgb.shape == (3, 1, 6, 7) and info["num_channels"] == 3

@@ -57,7 +57,8 @@ def volume_for_layer(data, meta, layer_type):
     if spatial_ndim not in (2, 3):
         raise ValueError(
             f"the layer has {spatial_ndim} spatial axes; precomputed volumes have 3 "
-            "(z, y, x). Split it into 3-D layers first (Layers > Split Stack).")
+            "(z, y, x). Split it into 3-D layers first (right-click it in the layer list > "
+            "Split Stack).")
     if 0 in data.shape:
         raise ValueError(f"the layer is empty (shape {tuple(data.shape)}): nothing to export")
     scale = list(meta.get("scale") if meta.get("scale") is not None else [1] * data.ndim)
