@@ -41,6 +41,12 @@ class DialogWatch:
     def stop(self):
         self._timer.stop()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
 
 def slow_labels(shape, chunks, delay):
     """A dask segmentation whose blocks each take ``delay`` seconds to compute."""
@@ -58,11 +64,8 @@ def test_long_save_shows_progress_and_the_viewer_keeps_drawing(make_napari_viewe
     viewer = make_napari_viewer(show=True)
     values, data = slow_labels((64, 96, 128), (32, 32, 32), delay=0.02)
     viewer.add_labels(data, name="cells")
-    watch = DialogWatch()
-    try:
+    with DialogWatch() as watch:
         written = viewer.layers.save(str(tmp_path / "cells"), plugin=PLUGIN)
-    finally:
-        watch.stop()
 
     assert written == [str(tmp_path / "cells")]
     assert watch.labels == {f"Saving cells to {tmp_path / 'cells'}…"}
@@ -102,12 +105,9 @@ def test_cancelled_save_leaves_nothing_and_says_so(make_napari_viewer, qtbot, tm
 
     cancelled = []
 
-    watch = DialogWatch(cancel_once_started)
-    try:
+    with DialogWatch(cancel_once_started) as watch:
         with pytest.raises(ExportRefusedError, match="was cancelled.*nothing is left there"):
             layer.save(str(target), plugin=PLUGIN)
-    finally:
-        watch.stop()
     assert any(0 < done < total for done, total in watch.values)
     # The dialog stayed up, saying so, until the chunks in flight were written.
     assert any("Cancelling" in text for text in watch.labels), watch.labels
@@ -121,11 +121,8 @@ def test_cancelled_save_leaves_nothing_and_says_so(make_napari_viewer, qtbot, tm
 def test_small_or_scripted_saves_show_no_dialog(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer(show=True)
     small = viewer.add_labels(label_volume((1, 32, 64, 64), "uint32")[0], name="small")
-    watch = DialogWatch()
-    try:
+    with DialogWatch() as watch:
         assert small.save(str(tmp_path / "small"), plugin=PLUGIN)
-    finally:
-        watch.stop()
     assert watch.labels == set()
 
     # No window shown: a script, even a lazy layer is written without one.
@@ -133,11 +130,8 @@ def test_small_or_scripted_saves_show_no_dialog(make_napari_viewer, tmp_path):
     viewer.close()
     _, data = slow_labels((32, 32, 32), (32, 32, 32), delay=0)
     layer = hidden.add_labels(data)
-    watch = DialogWatch()
-    try:
+    with DialogWatch() as watch:
         assert layer.save(str(tmp_path / "lazy"), plugin=PLUGIN)
-    finally:
-        watch.stop()
     assert watch.labels == set()
 
 
@@ -251,10 +245,7 @@ def test_save_interrupted_by_the_application_exiting_is_taken_back(make_napari_v
             QApplication.exit(0)
 
     exited = []
-    watch = DialogWatch(exit_once_started)
-    try:
+    with DialogWatch(exit_once_started) as watch:
         with pytest.raises(ExportRefusedError, match="cancelled.*nothing is left"):
             layer.save(str(tmp_path / "cells"), plugin=PLUGIN)
-    finally:
-        watch.stop()
     assert exited and not (tmp_path / "cells").exists()
